@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from optuna_opplan._graph import TransitionGraph
+from optuna_opplan._plan import _Winner
+from optuna_opplan._plan import resolve_states
+from optuna_opplan._result import TransitionResult
+from optuna_opplan._state import State
+from optuna_opplan._transition import Transition
+
+# Trial system attributes written by the engine. They are the only shared state between
+# workers: everything else is derived from them on each scan.
+KEY_TRANSITION = "opplan:transition"
+KEY_ATTEMPT = "opplan:attempt"
+KEY_SOURCE_TRIAL = "opplan:source_trial"
+KEY_EPOCH0 = "opplan:epoch0"
+KEY_HEARTBEAT = "opplan:heartbeat"
+KEY_WORKER = "opplan:worker"
+KEY_KNEE = "opplan:knee"
+KEY_RESULT = "opplan:result"
+KEY_OUTCOME = "opplan:outcome"
+KEY_STALE = "opplan:stale"
+KEY_CONFIG = "opplan:config"
+
+# Outcomes that finish a transition for good; any other failed trial is retried.
+PERMANENT = ("failed", "skipped")
+IGNORED = ("superseded",)
+
+STATUSES = ("done", "failed", "running", "ready", "pending", "blocked")
+
+
+@dataclass
+class TransitionStatus:
+    """Where one transition stands, derived from its trials.
+
+    ``status`` is one of ``"done"`` (succeeded), ``"failed"`` (finished without a result: a
+    permanent failure, retries used up, or an unreachable source), ``"running"``, ``"ready"``
+    (source resolved, a waiting trial can be claimed), ``"pending"`` (source resolved, no
+    waiting trial yet) or ``"blocked"`` (source not resolved yet).
+    """
+
+    transition: Transition
+    status: str = "blocked"
+    trials: list[FrozenTrial] = field(default_factory=list)
+    waiting: FrozenTrial | None = None
+    running: FrozenTrial | None = None
+    result: TransitionResult | None = None
+    failures: int = 0
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the transition is done or failed for good."""
+        return self.status in ("done", "failed")
+
+    @property
+    def needs_trial(self) -> bool:
+        """Whether no live trial stands for this unfinished transition."""
+        return not self.finished and self.waiting is None and self.running is None
+
+
+class Progress:
+    """A snapshot of planning: the status of every transition and the resolved states.
+
+    It is a pure function of the graph and the study's trials, so every worker that scans the
+    same trials reaches the same decisions.
+
+    Args:
+        graph: The transition graph.
+        trials: The study's trials.
+        score: The DP's edge score, ``"fitted"`` or ``"observed"``.
+        max_retries: How often a transition whose trial failed (an exception, a dead worker) is
+            tried again before it counts as a failed edge.
+        initial_score: The epoch-0 point of transitions out of the initial node.
+    """
+
+    def __init__(
+        self,
+        graph: TransitionGraph,
+        trials: Sequence[FrozenTrial],
+        *,
+        score: str = "fitted",
+        max_retries: int = 3,
+        initial_score: float = 0.0,
+    ) -> None:
+        self.graph = graph
+        self.score = score
+        self.initial_score = initial_score
+        self.statuses: dict[str, TransitionStatus] = {
+            t.key: TransitionStatus(t) for t in graph.transitions
+        }
+        self.stray: list[FrozenTrial] = []
+        for trial in sorted(trials, key=lambda t: t.number):
+            key = trial.system_attrs.get(KEY_TRANSITION)
+            status = self.statuses.get(key) if isinstance(key, str) else None
+            if status is None:
+                if key is not None:
+                    self.stray.append(trial)
+                continue
+            status.trials.append(trial)
+
+        for status in self.statuses.values():
+            _classify(status, max_retries)
+        finished = frozenset(k for k, s in self.statuses.items() if s.finished)
+        self.results = {k: s.result for k, s in self.statuses.items() if s.result is not None}
+        self.winners: dict[State, _Winner | None] = resolve_states(
+            graph, self.results, score=score, finished=finished
+        )
+        for status in self.statuses.values():
+            if status.finished or status.running is not None:
+                continue
+            source = status.transition.source
+            if source is not None and source not in self.winners:
+                status.status = "blocked"
+            elif source is not None and self.winners[source] is None:
+                status.status = "failed"
+                status.reason = f"source state {source.key} is unreachable"
+            else:
+                status.status = "ready" if status.waiting is not None else "pending"
+
+    # ----------------------------------------------------------------------------- queries
+    @property
+    def is_complete(self) -> bool:
+        """Whether every transition is finished, so the plan can be computed."""
+        return all(s.finished for s in self.statuses.values())
+
+    def with_status(self, *statuses: str) -> list[TransitionStatus]:
+        """The transitions in any of ``statuses``, in the graph's topological order."""
+        return [s for s in self.statuses.values() if s.status in statuses]
+
+    def counts(self) -> dict[str, int]:
+        """How many transitions are in each status."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for s in self.statuses.values():
+            counts[s.status] += 1
+        return counts
+
+    def source_of(self, transition: Transition) -> tuple[int | None, float]:
+        """The trial holding ``transition``'s starting checkpoint and that checkpoint's score.
+
+        The source must be resolved; the initial node gives ``(None, initial_score)``.
+        """
+        if transition.source is None:
+            return None, self.initial_score
+        winner = self.winners.get(transition.source)
+        if winner is None:
+            raise RuntimeError(f"Source state {transition.source.key} is not resolved.")
+        return winner.result.trial, winner.result.observed
+
+    def superseded(self) -> list[tuple[FrozenTrial, str]]:
+        """Waiting trials that must never run, with the reason.
+
+        Duplicates appear when workers enqueue the same missing transition at once; the
+        lowest-numbered waiting trial is the one that runs, and a waiting trial of a finished or
+        running transition is not needed either.
+        """
+        extra = []
+        for status in self.statuses.values():
+            for trial in status.trials:
+                if trial.state != TrialState.WAITING or trial is status.waiting:
+                    continue
+                extra.append((trial, f"duplicate of a trial of {status.transition.key}"))
+            if status.waiting is not None and (status.finished or status.running is not None):
+                extra.append((status.waiting, f"{status.transition.key} is {status.status}"))
+        return extra
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per status plus the number of trials seen."""
+        return {**self.counts(), "trials": sum(len(s.trials) for s in self.statuses.values())}
+
+
+def _classify(status: TransitionStatus, max_retries: int) -> None:
+    failures = 0
+    last_error = ""
+    for trial in status.trials:
+        outcome = trial.system_attrs.get(KEY_OUTCOME) or {}
+        kind = outcome.get("status") if isinstance(outcome, dict) else None
+        if trial.state == TrialState.COMPLETE and KEY_RESULT in trial.system_attrs:
+            try:
+                result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
+            except (TypeError, ValueError) as exc:
+                failures += 1
+                last_error = f"trial {trial.number} holds an unreadable result: {exc}"
+                continue
+            status.status = "done"
+            status.result = result
+            return
+        if trial.state == TrialState.RUNNING:
+            status.running = trial
+        elif trial.state == TrialState.WAITING:
+            if status.waiting is None:
+                status.waiting = trial
+        elif kind in PERMANENT:
+            status.status = "failed"
+            status.reason = str(outcome.get("reason", kind))
+            return
+        elif kind in IGNORED:
+            continue
+        else:
+            failures += 1
+            reason = outcome.get("reason") if isinstance(outcome, dict) else None
+            if KEY_STALE in trial.system_attrs and not reason:
+                reason = "its worker stopped sending heartbeats"
+            last_error = f"trial {trial.number}: {reason or 'failed'}"
+    status.failures = failures
+    if status.running is not None:
+        status.status = "running"
+    elif failures > max_retries and status.waiting is None:
+        status.status = "failed"
+        status.reason = f"gave up after {failures} failed attempts; last: {last_error}"

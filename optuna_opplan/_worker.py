@@ -1,0 +1,368 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+import math
+import os
+import random
+import socket
+import threading
+import time
+from typing import Any
+import uuid
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.study import Study
+from optuna.trial import TrialState
+
+from optuna_opplan._plan import Plan
+from optuna_opplan._plan import compute_plan
+from optuna_opplan._progress import KEY_HEARTBEAT
+from optuna_opplan._progress import KEY_KNEE
+from optuna_opplan._progress import KEY_OUTCOME
+from optuna_opplan._progress import KEY_RESULT
+from optuna_opplan._progress import KEY_STALE
+from optuna_opplan._progress import KEY_WORKER
+from optuna_opplan._progress import Progress
+from optuna_opplan._progress import TransitionStatus
+from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._result import TransitionResult
+from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._storage import harden_storage
+
+_logger = optuna.logging.get_logger("optuna.opplan")
+
+Objective = Callable[[optuna.Trial], Any]
+
+
+class TransitionFailed(Exception):
+    """Raise from an objective to end a transition as a failed edge, without retries.
+
+    Use it for failures that a retry would repeat: a loss that turned NaN, a diverged run.
+    Any other exception counts as a transient failure and the transition is tried again.
+    """
+
+
+class PlanIncompleteError(RuntimeError):
+    """The plan was asked for before every transition finished."""
+
+
+def _planning(study: Study) -> tuple[PlanningSampler, KneePointPruner]:
+    sampler, pruner = study.sampler, study.pruner
+    if not isinstance(sampler, PlanningSampler):
+        raise ValueError(
+            "The study's sampler must be an optuna_opplan.PlanningSampler, but got "
+            f"{type(sampler).__name__}: create the study with sampler=PlanningSampler(graph)."
+        )
+    if not isinstance(pruner, KneePointPruner):
+        raise ValueError(
+            "The study's pruner must be an optuna_opplan.KneePointPruner, but got "
+            f"{type(pruner).__name__}: create the study with pruner=KneePointPruner(...)."
+        )
+    return sampler, pruner
+
+
+def run_worker(
+    study: Study,
+    objective: Objective,
+    *,
+    heartbeat_interval: float = 10.0,
+    grace_period: float | None = None,
+    poll_interval: float = 0.5,
+    max_poll_interval: float = 10.0,
+    max_transitions: int | None = None,
+    timeout: float | None = None,
+    catch: tuple[type[Exception], ...] = (Exception,),
+) -> int:
+    """Train ready transitions of a planning study until the plan is complete.
+
+    Start any number of these, in any number of processes and machines sharing the study's
+    storage: each transition is trained exactly once. A worker waits (with backoff) while
+    transitions it could take are still blocked by running ones, and returns once every
+    transition is finished. A transition whose worker stops sending heartbeats for
+    ``grace_period`` seconds (a killed process, a lost machine) is failed and tried again by
+    another worker; so is one whose objective raises (up to the sampler's ``max_retries``).
+
+    The objective gets a trial per transition; see :func:`current_transition` for what to
+    train and :class:`KneePointPruner` for when to stop. Its return value is ignored: the
+    transition's score comes from the knee fit of its reported curve.
+
+    Args:
+        study: A study whose sampler is a :class:`PlanningSampler` and pruner a
+            :class:`KneePointPruner`.
+        objective: Trains one transition.
+        heartbeat_interval: Seconds between heartbeats of a running transition.
+        grace_period: Seconds without a heartbeat after which a running transition counts as
+            abandoned; defaults to ``6 * heartbeat_interval``.
+        poll_interval: First wait when nothing is ready; it grows to ``max_poll_interval``.
+        max_poll_interval: Longest wait between two looks at the storage.
+        max_transitions: Return after this many transitions (:obj:`None`: no limit).
+        timeout: Return after this many seconds, between transitions (:obj:`None`: no limit).
+        catch: Exceptions of the objective that fail the transition (to be retried) without
+            stopping the worker; others are recorded, then re-raised.
+
+    Returns:
+        The number of transitions this worker finished.
+    """
+    sampler, pruner = _planning(study)
+    for name, value in (
+        ("heartbeat_interval", heartbeat_interval),
+        ("poll_interval", poll_interval),
+        ("max_poll_interval", max_poll_interval),
+    ):
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"`{name}` must be a positive number, but got {name}={value!r}.")
+    grace = 6.0 * heartbeat_interval if grace_period is None else grace_period
+    if not isinstance(grace, (int, float)) or grace <= heartbeat_interval:
+        raise ValueError(
+            "`grace_period` must be longer than `heartbeat_interval`, but got "
+            f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
+        )
+    harden_storage(study._storage)
+    sampler.check_study(study)
+    worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wait = poll_interval
+    done = 0
+    while max_transitions is None or done < max_transitions:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        progress = sampler.progress(study)
+        if progress.is_complete:
+            _logger.info(f"Plan complete: {progress.counts()}.")
+            break
+        if worker.fail_stale(progress) or sampler.reconcile(study, progress):
+            continue
+        outcome = worker.try_one(progress)
+        if outcome == "ran":
+            done += 1
+            wait = poll_interval
+        elif outcome == "idle":
+            # Jitter keeps a fleet of idle workers from polling the storage in lockstep.
+            time.sleep(wait * random.uniform(0.75, 1.25))
+            wait = min(wait * 1.5, max_poll_interval)
+    return done
+
+
+def get_plan(study: Study, *, partial: bool = False) -> Plan:
+    """The plan of a planning study: the DP over its finished transitions.
+
+    Args:
+        study: A planning study.
+        partial: Compute the best plan from the transitions finished so far instead of
+            raising while some are unfinished.
+
+    Raises:
+        PlanIncompleteError: if transitions are unfinished and ``partial`` is false.
+        GoalUnreachableError: if every path to the goal states went through failed edges.
+    """
+    sampler, _ = _planning(study)
+    progress = sampler.progress(study)
+    if not progress.is_complete and not partial:
+        counts = {k: v for k, v in progress.counts().items() if v}
+        raise PlanIncompleteError(
+            f"Study {study.study_name!r} has unfinished transitions ({counts}); run workers "
+            "until they finish, or pass partial=True for the best plan so far."
+        )
+    return compute_plan(sampler.graph, progress.results, score=sampler.score)
+
+
+def get_progress(study: Study) -> Progress:
+    """A snapshot of a planning study: status of each transition, resolved states."""
+    sampler, _ = _planning(study)
+    return sampler.progress(study)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, study: Study, trial_id: int, interval: float) -> None:
+        super().__init__(daemon=True, name=f"opplan-heartbeat-{trial_id}")
+        self._storage = study._storage
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        beat = 0
+        while True:
+            try:
+                self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
+            except UpdateFinishedTrialError:
+                # Another worker decided this trial was abandoned and failed it: stop training.
+                _CANCELLED.add(self._trial_id)
+                return
+            except Exception as exc:  # a storage outage must not kill the training thread
+                _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
+            beat += 1
+            if self._stop_event.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+class _Worker:
+    def __init__(
+        self,
+        study: Study,
+        objective: Objective,
+        sampler: PlanningSampler,
+        pruner: KneePointPruner,
+        heartbeat_interval: float,
+        grace: float,
+        catch: tuple[type[Exception], ...],
+    ) -> None:
+        self.study = study
+        self.objective = objective
+        self.sampler = sampler
+        self.pruner = pruner
+        self.heartbeat_interval = heartbeat_interval
+        self.grace = grace
+        self.catch = catch
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Staleness is judged on this worker's own clock: a heartbeat value that has not
+        # changed for `grace` seconds, whatever the other machines' clocks say.
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def fail_stale(self, progress: Progress) -> bool:
+        now = time.monotonic()
+        running = {s.running._trial_id: s for s in progress.with_status("running") if s.running}
+        self._seen = {k: v for k, v in self._seen.items() if k in running}
+        failed = False
+        for trial_id, status in running.items():
+            assert status.running is not None
+            beat = status.running.system_attrs.get(KEY_HEARTBEAT)
+            last = self._seen.get(trial_id)
+            if last is None or last[0] != beat:
+                self._seen[trial_id] = (beat, now)
+                continue
+            if now - last[1] < self.grace:
+                continue
+            failed |= self._fail_abandoned(status, now - last[1])
+        return failed
+
+    def _fail_abandoned(self, status: TransitionStatus, silent_for: float) -> bool:
+        trial = status.running
+        assert trial is not None
+        storage = self.study._storage
+        try:
+            storage.set_trial_system_attr(trial._trial_id, KEY_STALE, self.name)
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                return False
+        except UpdateFinishedTrialError:
+            return False
+        owner = trial.system_attrs.get(KEY_WORKER, "?")
+        _logger.warning(
+            f"Trial {trial.number} ({status.transition.key}) had no heartbeat from worker "
+            f"{owner} for {silent_for:.0f}s: failed it; the transition will be retried."
+        )
+        return True
+
+    def try_one(self, progress: Progress) -> str:
+        """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
+        for status in progress.with_status("ready"):
+            trial_id = self.sampler.claim(self.study, status, progress)
+            if trial_id is None:
+                return "lost"
+            self._train(status, trial_id)
+            return "ran"
+        return "idle"
+
+    def _train(self, status: TransitionStatus, trial_id: int) -> None:
+        storage = self.study._storage
+        storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
+        heartbeat = _Heartbeat(self.study, trial_id, self.heartbeat_interval)
+        heartbeat.start()
+        trial: optuna.Trial | None = None
+        try:
+            trial = self.sampler.open_trial(self.study, trial_id)
+            _logger.info(
+                f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
+                f"(attempt {status.failures + 1})."
+            )
+            try:
+                self.objective(trial)
+            except optuna.TrialPruned:
+                pass
+            except TransitionFailed as exc:
+                self._finish_failed(trial_id, "failed", f"{type(exc).__name__}: {exc}")
+                return
+            except self.catch as exc:
+                _logger.warning(
+                    f"Trial {trial.number} ({status.transition.key}) raised {exc!r}; "
+                    "it will be retried.",
+                    exc_info=True,
+                )
+                self._finish_failed(trial_id, "error", f"{type(exc).__name__}: {exc}")
+                return
+            self._finish(trial, status)
+        except BaseException as exc:
+            self._finish_failed(trial_id, "error", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            heartbeat.stop()
+            _CANCELLED.discard(trial_id)
+
+    def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> None:
+        if trial._trial_id in _CANCELLED:
+            _logger.warning(
+                f"Trial {trial.number} was failed by another worker while it trained; its "
+                "result is discarded (the transition is being retried)."
+            )
+            return
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        values = self.pruner.curve_of(self.study, frozen)
+        n = len(values) - 1
+        if n == 0:
+            self._finish_failed(trial._trial_id, "error", "the objective reported no epoch")
+            return
+        bad = [e for e, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            self._finish_failed(
+                trial._trial_id, "failed", f"non-finite validation score at epoch {bad[0]}"
+            )
+            return
+        recorded = frozen.system_attrs.get(KEY_KNEE)
+        decision = self.pruner.decide(values)
+        if not (decision.fit is not None and decision.fit.ok):
+            reason = decision.fit.message if decision.fit is not None else "too few epochs"
+            self._finish_failed(
+                trial._trial_id, "failed", f"no usable curve fit after {n} epochs: {reason}"
+            )
+            return
+        keep = decision.keep_epoch
+        if isinstance(recorded, dict) and recorded.get("epoch") == n:
+            keep = int(recorded.get("keep_epoch", keep))
+        result = TransitionResult(
+            score=float(decision.fit.value),
+            observed=values[keep],
+            epochs=keep,
+            trial=trial.number,
+            epochs_trained=n,
+            knee_epoch=decision.fit.epoch,
+            reason=decision.reason,
+        )
+        storage = self.study._storage
+        try:
+            storage.set_trial_system_attr(trial._trial_id, KEY_RESULT, result.to_dict())
+            storage.set_trial_system_attr(trial._trial_id, KEY_OUTCOME, {"status": "ok"})
+            self.study.tell(trial, result.edge_score(self.sampler.score))
+        except (UpdateFinishedTrialError, ValueError) as exc:
+            _logger.warning(f"Trial {trial.number} could not be completed ({exc}); discarded.")
+            return
+        _logger.info(
+            f"Trial {trial.number} done: {status.transition.key}, score {result.score:.4f} "
+            f"(observed {result.observed:.4f}), keep epoch {keep} of {n} ({decision.reason})."
+        )
+
+    def _finish_failed(self, trial_id: int, kind: str, reason: str) -> None:
+        storage = self.study._storage
+        try:
+            storage.set_trial_system_attr(
+                trial_id, KEY_OUTCOME, {"status": kind, "reason": reason}
+            )
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return
+        _logger.warning(f"Trial id {trial_id} failed ({kind}): {reason}")
