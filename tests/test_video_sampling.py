@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -129,7 +131,12 @@ def test_test_clips_spread_over_the_video(sampling: str) -> None:
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, error: type[Exception], message: str) -> None:
-    arguments = {"num_frames": 10, "clip_length": 4, "sampling": "uniform", "train": True}
+    arguments: dict[str, Any] = {
+        "num_frames": 10,
+        "clip_length": 4,
+        "sampling": "uniform",
+        "train": True,
+    }
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         sample_clip_indices(

@@ -1,0 +1,54 @@
+"""Tiny generated videos and datasets shared by the video tests (imported as a plain module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from optuna_opplan.video import ClipTransform
+from optuna_opplan.video.synthetic import SyntheticDataset
+from optuna_opplan.video.synthetic import generate
+from optuna_opplan.video.synthetic import write_video
+
+SIZE = 32
+
+
+def tiny_transform(*, flip: bool = True) -> ClipTransform:
+    """24-pixel crops of 32-pixel frames: the paper's recipe at test-suite scale."""
+    return ClipTransform(
+        crop_size=24, scale_range=(28, 36), eval_short_side=28, test_size=28, flip=flip
+    )
+
+
+def tiny_synthetic(root: Path, *, flavour: str = "motion", seed: int = 0) -> SyntheticDataset:
+    """Two classes, three videos each (two train, one test), 16 to 24 frames of 32 x 32."""
+    return generate(
+        root,
+        flavour=flavour,
+        num_classes=2,
+        videos_per_class=3,
+        num_frames=(16, 24),
+        size=SIZE,
+        seed=seed,
+    )
+
+
+def ramp_frames(num_frames: int, height: int = SIZE, width: int = SIZE) -> np.ndarray:
+    """Frames whose brightness encodes the frame index (8 grey levels apart), left half red."""
+    levels = (np.arange(num_frames) * 8 + 16).clip(0, 255).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (num_frames, height, width, 3)).copy()
+    frames[:, :, : width // 2, 0] = 200
+    return frames
+
+
+def write_ramp_video(path: Path, num_frames: int, height: int = SIZE, width: int = SIZE) -> None:
+    """A readable video with known content at ``path`` (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, ramp_frames(num_frames, height, width))
+
+
+def frame_levels(clip: np.ndarray) -> np.ndarray:
+    """Recover the frame indices of ramp frames from their mean right-half brightness."""
+    right = clip[..., clip.shape[-2] // 2 :, 1].reshape(clip.shape[0], -1).mean(axis=1)
+    return np.round((right - 16) / 8).astype(np.int64)
