@@ -46,7 +46,9 @@ class _Family:
     time_powers: tuple[int, ...]
     # Amplitudes scale with the scores; rates and exponents do not.
     amplitudes: tuple[bool, ...]
-    starts: tuple[tuple[float, ...], ...]
+    # Candidate rates (exponents for the power families) in rescaled time: every rate, or every
+    # pair of distinct rates for the multi families, seeds one linear fit of the amplitudes.
+    rate_grid: tuple[float, ...]
     # Exponents of (t + 1) are scale-free; the model needs the raw epochs for them.
     raw_time: bool
 
@@ -99,7 +101,8 @@ def _multi_power_jac(st: _Array, b: _Array) -> _Array:
 
 
 _INF = math.inf
-# Start values are (rate, second rate) pairs; amplitudes and offset come from the data.
+_EXP_RATES = (-0.5, -1.0, -2.0, -4.0, -8.0, -16.0, -32.0, -64.0)
+_POWER_EXPONENTS = (-0.05, -0.1, -0.2, -0.4, -0.7, -1.0, -1.5, -2.0, -3.0)
 _FAMILIES: dict[str, _Family] = {
     "exponential": _Family(
         model=_exp_model,
@@ -108,7 +111,7 @@ _FAMILIES: dict[str, _Family] = {
         upper=(_INF, 0.0, 0.0, _INF, 0.0),
         time_powers=(0, 0, 1, 1, 2),
         amplitudes=(True, True, False, True, True),
-        starts=((-3.0,), (-10.0,), (-30.0,)),
+        rate_grid=_EXP_RATES,
         raw_time=False,
     ),
     "power": _Family(
@@ -118,7 +121,7 @@ _FAMILIES: dict[str, _Family] = {
         upper=(_INF, 0.0, 0.0, _INF, 0.0),
         time_powers=(0, 0, 0, 1, 2),
         amplitudes=(True, True, False, True, True),
-        starts=((-0.5,), (-1.0,), (-2.0,)),
+        rate_grid=_POWER_EXPONENTS,
         raw_time=True,
     ),
     "multi_exponential": _Family(
@@ -128,7 +131,7 @@ _FAMILIES: dict[str, _Family] = {
         upper=(_INF, 0.0, 0.0, 0.0, 0.0, _INF, 0.0),
         time_powers=(0, 0, 1, 0, 1, 1, 2),
         amplitudes=(True, True, False, True, False, True, True),
-        starts=((-2.0, -20.0), (-5.0, -50.0), (-1.0, -10.0)),
+        rate_grid=_EXP_RATES,
         raw_time=False,
     ),
     "multi_power": _Family(
@@ -138,7 +141,7 @@ _FAMILIES: dict[str, _Family] = {
         upper=(_INF, 0.0, 0.0, 0.0, 0.0, _INF, 0.0),
         time_powers=(0, 0, 0, 0, 0, 1, 2),
         amplitudes=(True, True, False, True, False, True, True),
-        starts=((-0.3, -2.0), (-0.5, -1.0), (-1.0, -3.0)),
+        rate_grid=_POWER_EXPONENTS,
         raw_time=True,
     ),
 }
@@ -240,17 +243,48 @@ def _fallback(y: _Array, curve: str, message: str) -> KneeFit:
     )
 
 
-def _initial_guesses(family: _Family, y: _Array, lower: _Array, upper: _Array) -> list[_Array]:
-    top = float(np.max(y))
-    rise = min(float(y[0]) - top, 0.0)
-    guesses = []
-    for rates in family.starts:
-        if len(rates) == 1:
-            b = [top, rise, rates[0], 0.0, 0.0]
-        else:
-            b = [top, rise / 2, rates[0], rise / 2, rates[1], 0.0, 0.0]
-        guesses.append(np.clip(np.asarray(b), lower, upper))
-    return guesses
+def _bounded_linear_fit(
+    basis: _Array, target: _Array, lower: _Array, upper: _Array
+) -> tuple[_Array, float]:
+    # An active-set shortcut, good enough for a start value: every amplitude bound is 0 or
+    # infinite, so a coefficient on the wrong side is pinned at 0 and the rest refitted.
+    free = np.ones(basis.shape[1], dtype=bool)
+    coef = np.zeros(basis.shape[1])
+    for _ in range(basis.shape[1]):
+        coef = np.zeros(basis.shape[1])
+        if free.any():
+            coef[free] = np.linalg.lstsq(basis[:, free], target, rcond=None)[0]
+        wrong = free & ((coef < lower) | (coef > upper))
+        if not wrong.any():
+            break
+        free &= ~wrong
+    coef = np.clip(coef, lower, upper)
+    return coef, float(np.sum((basis @ coef - target) ** 2))
+
+
+def _initial_guess(
+    family: _Family, x: _Array, target: _Array, lower: _Array, upper: _Array
+) -> _Array:
+    amplitudes = np.asarray(family.amplitudes)
+    n_rates = int(np.sum(~amplitudes))
+    grid = family.rate_grid
+    if n_rates == 1:
+        candidates: list[tuple[float, ...]] = [(r,) for r in grid]
+    else:
+        candidates = [(r1, r2) for i, r1 in enumerate(grid) for r2 in grid[i + 1 :]]
+    best_cost = _INF
+    best = np.clip(np.zeros(len(amplitudes)), lower, upper)
+    for rates in candidates:
+        b = np.zeros(len(amplitudes))
+        b[~amplitudes] = rates
+        # The model is linear in the amplitudes, so their Jacobian columns are the basis.
+        basis = family.jacobian(x, b)[:, amplitudes]
+        coef, cost = _bounded_linear_fit(basis, target, lower[amplitudes], upper[amplitudes])
+        if cost < best_cost:
+            best_cost = cost
+            b[amplitudes] = coef
+            best = b
+    return best
 
 
 def fit_knee(
@@ -259,8 +293,9 @@ def fit_knee(
     """Fit a curve of the paper's Table 1 to a performance-epoch series and find its knee.
 
     The fit is bounded trust-region-reflective least squares (``scipy.optimize.least_squares``)
-    under the paper's sign constraints, started from a few fixed, data-derived initial guesses
-    (the best of them wins), so the result is deterministic. Non-finite observations are left
+    under the paper's sign constraints. It starts from the best of a fixed grid of rates, each
+    with its amplitudes fitted linearly, so the result is deterministic and local minima far from
+    the data are avoided. Non-finite observations are left
     out of the fit. Bad data never raises: the result then has ``ok=False``, a ``message`` and
     the best observed epoch as the fallback knee.
 
@@ -340,32 +375,25 @@ def fit_knee(
     def jacobian(b: _Array) -> _Array:
         return family.jacobian(x, b)
 
-    best_cost = _INF
-    best_b: _Array | None = None
-    failures: list[str] = []
-    for b0 in _initial_guesses(family, target, lower, upper):
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                result = least_squares(
-                    residuals,
-                    b0,
-                    jac=jacobian,
-                    bounds=(lower, upper),
-                    method="trf",
-                    loss=loss,
-                    f_scale=f_scale,
-                    max_nfev=100,
-                )
-        except (ValueError, np.linalg.LinAlgError) as e:
-            failures.append(str(e))
-            continue
-        cost = float(result.cost)
-        if np.all(np.isfinite(result.x)) and math.isfinite(cost) and cost < best_cost:
-            best_cost = cost
-            best_b = result.x
-    if best_b is None:
-        return _fallback(y_all, curve, "least squares failed: " + "; ".join(failures))
+    b0 = _initial_guess(family, x, target, lower, upper)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = least_squares(
+                residuals,
+                b0,
+                jac=jacobian,
+                bounds=(lower, upper),
+                method="trf",
+                loss=loss,
+                f_scale=f_scale,
+                max_nfev=100,
+            )
+    except (ValueError, np.linalg.LinAlgError) as e:
+        return _fallback(y_all, curve, f"least squares failed: {e}")
+    best_b = result.x
+    if not np.all(np.isfinite(best_b)):
+        return _fallback(y_all, curve, "least squares diverged.")
 
     # Back to epochs and the caller's units.
     a = best_b / tau ** np.asarray(family.time_powers, dtype=np.float64)
