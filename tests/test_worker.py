@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+import math
+import time
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+import optuna_opplan as op
+from optuna_opplan._progress import KEY_OUTCOME
+from optuna_opplan._progress import KEY_RESULT
+from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan.simulation import SimulatedObjective
+
+SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
+
+
+def _study(graph: op.TransitionGraph, storage=None, **sampler_kwargs) -> optuna.Study:
+    return optuna.create_study(
+        storage=storage,
+        direction="maximize",
+        sampler=op.PlanningSampler(graph, **sampler_kwargs),
+        pruner=op.KneePointPruner(delay=5, max_epochs=60),
+    )
+
+
+def _complete_per_transition(study: optuna.Study) -> Counter:
+    return Counter(
+        t.system_attrs[KEY_TRANSITION] for t in study.get_trials(states=(TrialState.COMPLETE,))
+    )
+
+
+def _fast(**kwargs) -> dict:
+    return {"heartbeat_interval": 0.05, "grace_period": 0.5, "poll_interval": 0.01, **kwargs}
+
+
+@pytest.mark.parametrize("preset", ["basic", "extended"])
+def test_single_worker_runs_every_transition_once(preset: str) -> None:
+    graph = getattr(op.TransitionGraph, preset)()
+    study = _study(graph)
+    assert op.run_worker(study, SimulatedObjective(seed=3), **_fast()) == len(graph.transitions)
+    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
+    trials = study.get_trials()
+    assert len(trials) == len(graph.transitions)
+    first = trials[0]
+    assert first.params["source"] == "initial"
+    assert first.params["target"] == graph.transitions[0].target.key
+    assert first.params["lr"] == graph.transitions[0].target["lr"]
+    # The trial's value is the DP's edge score, and the plan is the DP over the results.
+    result = op.TransitionResult.from_dict(first.system_attrs[KEY_RESULT])
+    assert first.value == result.score
+    progress = op.get_progress(study)
+    assert op.get_plan(study) == op.compute_plan(graph, progress.results)
+
+
+def test_transitions_start_from_their_source_state_winner() -> None:
+    graph = op.TransitionGraph.extended(**SMALL)
+    starts: dict[str, tuple[int | None, float]] = {}
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        starts[step.transition.key] = (step.source_trial, step.source_score)
+        SimulatedObjective(seed=1)(trial)
+
+    study = _study(graph)
+    op.run_worker(study, objective, **_fast())
+    progress = op.get_progress(study)
+    for t in graph.transitions:
+        if t.source is None:
+            assert starts[t.key] == (None, 0.0)
+            continue
+        winner = progress.winners[t.source]
+        assert winner is not None
+        assert starts[t.key] == (winner.result.trial, winner.result.observed)
+
+
+def _flaky(fail: Callable[[op.TransitionStep], BaseException | None]):
+    objective = SimulatedObjective(seed=5)
+
+    def run(trial: optuna.Trial) -> None:
+        error = fail(op.current_transition(trial))
+        if error is not None:
+            trial.report(0.1, 1)
+            raise error
+        objective(trial)
+
+    return run
+
+
+def test_a_failing_transition_is_retried_and_the_plan_is_unchanged() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    reference = _study(graph)
+    op.run_worker(reference, SimulatedObjective(seed=5), **_fast())
+    victim = graph.transitions[1].key
+
+    study = _study(graph)
+    op.run_worker(
+        study,
+        _flaky(
+            lambda s: (
+                OSError("disk full") if s.transition.key == victim and s.attempt == 1 else None
+            )
+        ),
+        **_fast(),
+    )
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.system_attrs[KEY_TRANSITION] for t in failed] == [victim]
+    assert failed[0].system_attrs[KEY_OUTCOME] == {
+        "status": "error",
+        "reason": "OSError: disk full",
+    }
+    assert _complete_per_transition(study)[victim] == 1
+    plan, expected = op.get_plan(study), op.get_plan(reference)
+    assert (plan.transitions, plan.epochs, plan.score) == (
+        expected.transitions,
+        expected.epochs,
+        expected.score,
+    )
+
+
+def test_retries_are_bounded_and_the_plan_routes_around_a_failed_edge() -> None:
+    graph = op.TransitionGraph.extended(**SMALL)
+    goal = graph.goal_states[0]
+    doomed = graph.predecessors(goal)[0].key
+    study = _study(graph, max_retries=2)
+    op.run_worker(
+        study,
+        _flaky(lambda s: RuntimeError("boom") if s.transition.key == doomed else None),
+        **_fast(),
+    )
+    attempts = [t for t in study.trials if t.system_attrs[KEY_TRANSITION] == doomed]
+    assert len(attempts) == 3 and all(t.state == TrialState.FAIL for t in attempts)
+    status = op.get_progress(study).statuses[doomed]
+    assert status.status == "failed" and "gave up after 3 failed attempts" in status.reason
+    plan = op.get_plan(study)
+    assert doomed not in [t.key for t in plan.transitions]
+    assert plan.goal == goal
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (op.TransitionFailed("loss is NaN"), "TransitionFailed: loss is NaN"),
+        (None, "non-finite validation score at epoch 2"),
+    ],
+)
+def test_permanent_failures_are_not_retried(error, reason) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    goal_edge = graph.predecessors(graph.goal_states[0])[0].key
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        if step.transition.key == goal_edge:
+            if error is not None:
+                raise error
+            trial.report(0.3, 1)
+            trial.report(math.nan, 2)
+            assert trial.should_prune()
+            return
+        SimulatedObjective(seed=0)(trial)
+
+    study = _study(graph)
+    op.run_worker(study, objective, **_fast())
+    attempts = [t for t in study.trials if t.system_attrs[KEY_TRANSITION] == goal_edge]
+    assert len(attempts) == 1
+    assert attempts[0].system_attrs[KEY_OUTCOME] == {"status": "failed", "reason": reason}
+    assert op.get_progress(study).is_complete
+    other = [t for t in graph.predecessors(graph.goal_states[0]) if t.key != goal_edge]
+    if other:
+        assert op.get_plan(study).transitions[-1] in other
+    else:
+        with pytest.raises(op.GoalUnreachableError):
+            op.get_plan(study)
+
+
+def test_an_abandoned_trial_is_failed_and_retried() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+    sampler.check_study(study)
+    progress = sampler.progress(study)
+    sampler.reconcile(study, progress)
+    progress = sampler.progress(study)
+    first = progress.with_status("ready")[0]
+    # A worker claims the transition and dies before its first heartbeat.
+    claimed = sampler.claim(study, first, progress)
+    assert claimed is not None
+    op.run_worker(study, SimulatedObjective(seed=2), **_fast())
+    stale = study._storage.get_trial(claimed)
+    assert stale.state == TrialState.FAIL
+    assert "opplan:stale" in stale.system_attrs
+    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
+
+
+def test_a_worker_whose_trial_was_failed_stops_and_discards_it() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    victim = graph.transitions[0].key
+    reported: list[int] = []
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        if step.transition.key == victim and step.attempt == 1:
+            # Another worker judged this one dead and failed its trial.
+            trial.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            for epoch in range(1, 1000):
+                time.sleep(0.02)
+                reported.append(epoch)
+                if trial.should_prune():
+                    return
+        SimulatedObjective(seed=2)(trial)
+
+    study = _study(graph)
+    op.run_worker(study, objective, **_fast())
+    assert len(reported) < 100, "the zombie stopped soon after its heartbeat was refused"
+    assert _complete_per_transition(study)[victim] == 1
+
+
+def test_duplicate_waiting_trials_run_once() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+    # Two workers raced to set up the study: every transition was enqueued twice.
+    for _ in range(2):
+        sampler.reconcile(study, op.Progress(graph, []))
+    assert len(study.trials) == 2 * len(graph.transitions)
+    op.run_worker(study, SimulatedObjective(seed=4), **_fast())
+    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
+    superseded = [
+        t
+        for t in study.trials
+        if t.system_attrs.get(KEY_OUTCOME, {}).get("status") == "superseded"
+    ]
+    assert len(superseded) == len(graph.transitions)
+    assert all(t.state == TrialState.FAIL for t in superseded)
+
+
+def test_study_optimize_is_refused_without_losing_the_transition() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    op.run_worker(study, SimulatedObjective(seed=0), max_transitions=1, **_fast())
+    with pytest.raises(RuntimeError, match="run_worker"):
+        study.optimize(SimulatedObjective(seed=0), n_trials=1)
+    op.run_worker(study, SimulatedObjective(seed=0), **_fast())
+    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
+
+
+def test_plan_before_completion() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    op.run_worker(study, SimulatedObjective(seed=0), max_transitions=2, **_fast())
+    with pytest.raises(op.PlanIncompleteError, match="unfinished transitions"):
+        op.get_plan(study)
+    with pytest.raises(op.GoalUnreachableError):
+        op.get_plan(study, partial=True)
+    counts = op.get_progress(study).counts()
+    assert counts["done"] == 2 and sum(counts.values()) == len(graph.transitions)
+
+
+def test_a_worker_with_another_graph_is_refused(tmp_path) -> None:
+    storage = op.create_storage(f"sqlite:///{tmp_path / 'plan.db'}")
+    study = _study(op.TransitionGraph.basic(**SMALL), storage=storage)
+    op.run_worker(study, SimulatedObjective(seed=0), max_transitions=1, **_fast())
+    other = optuna.load_study(
+        study_name=study.study_name,
+        storage=storage,
+        sampler=op.PlanningSampler(op.TransitionGraph.extended(**SMALL)),
+        pruner=op.KneePointPruner(delay=5),
+    )
+    before = len(other.trials)
+    with pytest.raises(op.ConfigMismatchError, match="graph transitions|graph rule"):
+        op.run_worker(other, SimulatedObjective(seed=0), **_fast())
+    assert len(other.trials) == before
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner", "message"),
+    [
+        (optuna.samplers.RandomSampler(), op.KneePointPruner(), "PlanningSampler"),
+        (None, optuna.pruners.MedianPruner(), "KneePointPruner"),
+    ],
+)
+def test_run_worker_needs_the_planning_sampler_and_pruner(sampler, pruner, message) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = optuna.create_study(
+        sampler=sampler or op.PlanningSampler(graph), pruner=pruner, direction="maximize"
+    )
+    with pytest.raises(ValueError, match=message):
+        op.run_worker(study, SimulatedObjective())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"heartbeat_interval": 0}, "`heartbeat_interval` must be a positive number"),
+        ({"heartbeat_interval": 1.0, "grace_period": 0.5}, "`grace_period` must be longer"),
+        ({"poll_interval": -1}, "`poll_interval` must be a positive number"),
+    ],
+)
+def test_run_worker_validates_arguments(kwargs, message) -> None:
+    study = _study(op.TransitionGraph.basic(**SMALL))
+    with pytest.raises(ValueError, match=message):
+        op.run_worker(study, SimulatedObjective(), **kwargs)
+
+
+def test_current_transition_outside_planning() -> None:
+    study = optuna.create_study()
+    with pytest.raises(RuntimeError, match="not a planning transition"):
+        op.current_transition(study.ask())
+
+
+def test_step_tells_which_epochs_to_keep() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    seen: list[tuple[int, range]] = []
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        for epoch in range(1, 100):
+            trial.report(0.8 - 0.8 * 0.6**epoch - 0.002 * epoch**2, epoch)
+            if trial.should_prune():
+                break
+        seen.append((step.keep_epoch, step.retained_epochs(epoch)))
+        assert step.keep_epoch == step.knee["keep_epoch"]
+
+    op.run_worker(_study(graph), objective, **_fast())
+    for keep, retained in seen:
+        assert keep in retained
+        assert len(retained) == 6  # delay + 1 checkpoints at most
