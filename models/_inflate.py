@@ -71,6 +71,15 @@ def inflate_from_2d(
         raise TypeError(
             f"`model` must be a P3DResNet, but got an instance of {type(model).__name__}."
         )
+    bottleneck_3d = isinstance(model.layer1[0], P3DBottleneck)
+    bottleneck_2d = "layer1.0.conv3.weight" in state_dict_2d
+    if bottleneck_3d != bottleneck_2d:
+        kinds = {True: "bottleneck", False: "basic"}
+        raise ValueError(
+            f"`state_dict_2d` comes from a ResNet with {kinds[bottleneck_2d]} blocks but the "
+            f"network has {kinds[bottleneck_3d]} blocks: use torchvision's resnet18 weights for "
+            "depth 18 and resnet50 / resnet101 weights for depth 50 / 101."
+        )
     plan = _InflationPlan(model, state_dict_2d)
     plan.add_conv("stem.conv", "conv1")
     plan.add_batchnorm("stem.bn", "bn1")
@@ -118,9 +127,8 @@ class _InflationPlan:
     def _get_2d(self, key_2d: str, key_3d: str) -> torch.Tensor:
         if key_2d not in self.source:
             raise ValueError(
-                f"`state_dict_2d` has no key {key_2d!r} to inflate into {key_3d!r}: use "
-                "torchvision's resnet18 weights for depth 18 and resnet50 / resnet101 weights "
-                "for depth 50 / 101."
+                f"`state_dict_2d` has no key {key_2d!r} to inflate into {key_3d!r}: is it a "
+                "torchvision ResNet's state dict of at least the network's depth?"
             )
         self.used_2d.add(key_2d)
         return self.source[key_2d]
