@@ -52,3 +52,34 @@ def frame_levels(clip: np.ndarray) -> np.ndarray:
     """Recover the frame indices of ramp frames from their mean right-half brightness."""
     right = clip[..., clip.shape[-2] // 2 :, 1].reshape(clip.shape[0], -1).mean(axis=1)
     return np.round((right - 16) / 8).astype(np.int64)
+
+
+def write_hostile_video(path: Path, kind: str) -> None:
+    """A broken video of the given kind at ``path``; ``"missing"`` writes nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "missing":
+        return
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "corrupt":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind in ("truncated", "wrong_extension"):
+        good = path.with_name("source.mp4")
+        write_ramp_video(good, 16)
+        data = good.read_bytes()
+        good.unlink()
+        # mp4 keeps its index (moov) at the end: half a file has none.
+        path.write_bytes(data[: len(data) // 2] if kind == "truncated" else data)
+    elif kind == "zero_frames":
+        import av
+
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("mpeg4", rate=25)
+            stream.width = stream.height = SIZE
+            stream.pix_fmt = "yuv420p"
+            container.mux(stream.encode())
+    else:
+        raise ValueError(f"unknown hostile kind {kind!r}")
+
+
+HOSTILE_KINDS = ("missing", "empty", "corrupt", "truncated", "zero_frames", "wrong_extension")

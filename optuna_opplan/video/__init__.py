@@ -5,3 +5,31 @@ from __future__ import annotations
 from optuna_opplan.video._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
+
+from optuna_opplan.video._dataset import VideoDataset  # noqa: E402
+from optuna_opplan.video._errors import VideoReadError  # noqa: E402
+from optuna_opplan.video._listfile import VIDEO_EXTENSIONS  # noqa: E402
+from optuna_opplan.video._listfile import VideoEntry  # noqa: E402
+from optuna_opplan.video._listfile import read_class_file  # noqa: E402
+from optuna_opplan.video._listfile import read_list_file  # noqa: E402
+from optuna_opplan.video._listfile import scan_class_folders  # noqa: E402
+from optuna_opplan.video._sampling import SAMPLINGS  # noqa: E402
+from optuna_opplan.video._sampling import sample_clip_indices  # noqa: E402
+from optuna_opplan.video._sampling import sample_test_clips  # noqa: E402
+from optuna_opplan.video._split import split_train_val  # noqa: E402
+from optuna_opplan.video._transforms import ClipTransform  # noqa: E402
+
+__all__ = [
+    "ClipTransform",
+    "SAMPLINGS",
+    "VIDEO_EXTENSIONS",
+    "VideoDataset",
+    "VideoEntry",
+    "VideoReadError",
+    "read_class_file",
+    "read_list_file",
+    "sample_clip_indices",
+    "sample_test_clips",
+    "scan_class_folders",
+    "split_train_val",
+]
