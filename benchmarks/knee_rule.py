@@ -174,7 +174,7 @@ def _table(segments: list[Segment], outcomes: list[dict[str, Outcome]], rules: l
             if p != rule and pf <= f and pm <= m and (pf < f or pm < m)
         ]
         lines.append(
-            f"| {rule} | {100 * f:.1f}% | {m:.2f} | {med:.2f} | {p90:.2f} | "
+            f"| {rule} | {100 * f:.2f}% | {m:.2f} | {med:.2f} | {p90:.2f} | "
             f"{', '.join(beaten) or '-'} |"
         )
     return "\n".join(lines)
@@ -227,6 +227,9 @@ def main() -> None:
         f"{args.processes} processes)\n"
         f"Date: {datetime.date.today().isoformat()}. Machine: {platform.machine()}, "
         f"2 cores, CPU only, Python {platform.python_version()}, optuna {optuna.__version__}.\n"
+        "Regrets in accuracy points. 'dominated by': PatientPruner settings that train no more\n"
+        "epochs with no more regret (one of them strictly less).\n"
+        "The paper's rule as written is `knee T=10 linear keep=knee`.\n"
     )
     text = header + "\n" + "\n".join(sections)
     with open(args.out, "w") as f:
