@@ -25,6 +25,8 @@ from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import harden_storage
+from optuna_opplan._study import create_planning_study
+from optuna_opplan._study import load_planning_study
 from optuna_opplan._transition import Transition
 from optuna_opplan._worker import PlanIncompleteError
 from optuna_opplan._worker import TransitionFailed
@@ -52,6 +54,7 @@ __all__ = [
     "TransitionResult",
     "TransitionStep",
     "compute_plan",
+    "create_planning_study",
     "create_storage",
     "current_transition",
     "fit_knee",
@@ -59,5 +62,6 @@ __all__ = [
     "get_progress",
     "harden_storage",
     "knee_decision",
+    "load_planning_study",
     "run_worker",
 ]

@@ -307,6 +307,32 @@ class TransitionGraph:
             "transitions": [t.key for t in self.transitions],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TransitionGraph:
+        """Rebuild a graph from :meth:`to_dict`'s output (e.g. the copy stored in a study).
+
+        The transitions are taken as listed, so a graph built with a custom rule comes back
+        too, without its callable.
+        """
+        try:
+            axes = [Axis.from_dict(a) for a in data["axes"]]
+            edges = set(data["transitions"])
+            start, goals = set(data["start"]), set(data["goals"])
+            rule_name = str(data["rule"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"Not a transition graph description: missing {exc}.") from None
+
+        def listed(source: State, target: State) -> bool:
+            return f"{source.key}->{target.key}" in edges
+
+        graph = cls(
+            axes, rule=listed, start=lambda s: s.key in start, goals=lambda s: s.key in goals
+        )
+        graph.rule_name = rule_name
+        if graph.to_dict() != {**data, "axes": [a.to_dict() for a in axes]}:
+            raise ValueError("The graph description is inconsistent: its transitions differ.")
+        return graph
+
     def fingerprint(self) -> str:
         """A short SHA-256 of :meth:`to_dict`, stable across processes and machines."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -92,6 +92,19 @@ class KneePointPruner(BasePruner):
         self.curve = curve
         self.keep = keep
         self.loss = loss
+        # A transition's epoch-0 point is fixed when it is claimed; reading it from storage on
+        # every report would cost a full trial fetch per epoch.
+        self._epoch0: dict[tuple[int, int], float] = {}
+
+    def config(self) -> dict[str, Any]:
+        """The settings every worker of a study must share (stored in the study)."""
+        return {
+            "delay": self.delay,
+            "max_epochs": self.max_epochs,
+            "curve": self.curve,
+            "keep": self.keep,
+            "loss": self.loss,
+        }
 
     def decide(self, values: list[float]) -> KneeDecision:
         """The decision for a curve ``[v0, v1, ..., vn]`` (pure: no storage involved)."""
@@ -106,7 +119,13 @@ class KneePointPruner(BasePruner):
 
     def curve_of(self, study: Study, trial: FrozenTrial) -> list[float]:
         """The fitted series of ``trial``: its epoch-0 point, then the reported epochs."""
-        epoch0 = trial.system_attrs.get(KEY_EPOCH0, 0.0)
+        key = (id(study._storage), trial._trial_id)
+        epoch0 = self._epoch0.get(key)
+        if epoch0 is None:
+            epoch0 = float(trial.system_attrs.get(KEY_EPOCH0, 0.0))
+            if len(self._epoch0) > 10_000:
+                self._epoch0.clear()
+            self._epoch0[key] = epoch0
         steps = sorted(s for s in trial.intermediate_values if s >= 1)
         if steps and steps != list(range(1, len(steps) + 1)):
             warnings.warn(

@@ -194,14 +194,15 @@ class PlanningSampler(BaseSampler):
             "initial_score": self.initial_score,
         }
 
-    def check_study(self, study: Study) -> None:
-        """Store this sampler's configuration in the study, or check that it matches.
+    def check_study(self, study: Study, extra: dict[str, Any] | None = None) -> None:
+        """Store this sampler's configuration (plus ``extra``, e.g. the pruner's) in the study,
+        or check that it matches the stored one.
 
         Raises:
             ConfigMismatchError: when the study was set up with another graph or setting.
         """
         stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
-        mine = self.config()
+        mine = {**self.config(), **(extra or {})}
         if stored is None:
             study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, mine)
             return
@@ -296,8 +297,8 @@ def _distributions(graph: TransitionGraph) -> dict[str, BaseDistribution]:
 
 def _describe_mismatch(study_name: str, stored: dict[str, Any], mine: dict[str, Any]) -> str:
     diffs = []
-    for key in ("score", "max_retries", "initial_score"):
-        if stored.get(key) != mine.get(key):
+    for key in sorted(set(stored) | set(mine) - {"graph", "fingerprint"}):
+        if key not in ("graph", "fingerprint") and stored.get(key) != mine.get(key):
             diffs.append(f"{key}: study has {stored.get(key)!r}, this worker {mine.get(key)!r}")
     theirs, ours = stored.get("graph", {}), mine["graph"]
     for key in ("axes", "rule", "start", "goals"):

@@ -120,7 +120,7 @@ def run_worker(
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
     harden_storage(study._storage)
-    sampler.check_study(study)
+    sampler.check_study(study, {"pruner": pruner.config()})
     worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
     deadline = None if timeout is None else time.monotonic() + timeout
     wait = poll_interval

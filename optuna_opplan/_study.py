@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.study import Study
+
+from optuna_opplan._graph import TransitionGraph
+from optuna_opplan._progress import KEY_CONFIG
+from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._storage import create_storage
+from optuna_opplan._storage import storage_label
+
+
+def _storage(storage: str | BaseStorage) -> BaseStorage:
+    return create_storage(storage) if isinstance(storage, str) else storage
+
+
+def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study:
+    """Load a planning study with the sampler and pruner its workers were configured with.
+
+    The graph and the settings come from the study itself (every worker stores and checks
+    them), so status and plan tools need nothing but the storage and the name.
+
+    Args:
+        study_name: The study's name.
+        storage: A storage URL or journal path (see :func:`create_storage`), or a storage.
+
+    Raises:
+        KeyError: if the study does not exist.
+        ValueError: if it is not a planning study (no worker has run on it yet).
+
+    Example:
+
+        >>> import os, tempfile
+        >>> import optuna, optuna_opplan as op
+        >>> from optuna_opplan.simulation import SimulatedObjective
+        >>> tmp = tempfile.mkdtemp()
+        >>> url = f"sqlite:///{os.path.join(tmp, 'plan.db')}"
+        >>> graph = op.TransitionGraph.basic(clip_lengths=(8,), learning_rates=(0.1, 0.01))
+        >>> study = op.create_planning_study(
+        ...     graph, storage=url, study_name="demo", pruner=op.KneePointPruner(delay=3)
+        ... )
+        >>> op.run_worker(study, SimulatedObjective(), max_transitions=1)
+        1
+        >>> again = op.load_planning_study(study_name="demo", storage=url)
+        >>> again.sampler.graph.fingerprint() == graph.fingerprint()
+        True
+        >>> again.pruner.delay
+        3
+    """
+    resolved = _storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=resolved)
+    config = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"Study {study_name!r} in {storage_label(resolved)} is not a planning study: no "
+            "planning configuration is stored in it yet (run `opplan init` or a worker first)."
+        )
+    graph = TransitionGraph.from_dict(config["graph"])
+    sampler = PlanningSampler(
+        graph,
+        score=config["score"],
+        max_retries=config["max_retries"],
+        initial_score=config["initial_score"],
+    )
+    pruner = KneePointPruner(**config.get("pruner", {}))
+    return optuna.load_study(
+        study_name=study_name, storage=resolved, sampler=sampler, pruner=pruner
+    )
+
+
+def create_planning_study(
+    graph: TransitionGraph,
+    *,
+    storage: str | BaseStorage | None = None,
+    study_name: str | None = None,
+    pruner: KneePointPruner | None = None,
+    load_if_exists: bool = True,
+    **sampler_kwargs: Any,
+) -> Study:
+    """Create (or load) a maximising study set up for planning on ``graph``.
+
+    The configuration is stored in the study at once, so a worker or a tool that loads it
+    later gets the same graph and settings, and a worker with different ones is refused.
+
+    Args:
+        graph: The transition graph.
+        storage: A storage URL or journal path (see :func:`create_storage`), a storage, or
+            :obj:`None` for an in-memory study.
+        study_name: The study's name.
+        pruner: The knee pruner; ``KneePointPruner()`` by default.
+        load_if_exists: Load the study if it exists (its stored configuration must match).
+        sampler_kwargs: Passed to :class:`PlanningSampler`.
+    """
+    sampler = PlanningSampler(graph, **sampler_kwargs)
+    pruner = pruner or KneePointPruner()
+    study = optuna.create_study(
+        storage=None if storage is None else _storage(storage),
+        study_name=study_name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=load_if_exists,
+    )
+    sampler.check_study(study, {"pruner": pruner.config()})
+    return study
