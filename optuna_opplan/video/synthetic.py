@@ -377,14 +377,6 @@ def _bounce(start: float, velocity: float, span: float, length: int) -> np.ndarr
     return span - np.abs(travelled - span)
 
 
-def _box_masks(top: np.ndarray, left: np.ndarray, side: int, size: int) -> np.ndarray:
-    ys = np.arange(size)[None, :, None]
-    xs = np.arange(size)[None, None, :]
-    t = np.round(top)[:, None, None]
-    x = np.round(left)[:, None, None]
-    return (ys >= t) & (ys < t + side) & (xs >= x) & (xs < x + side)
-
-
 def _draw_disc(frame: np.ndarray, rng: np.random.Generator) -> None:
     length, size = frame.shape[:2]
     radius = max(2.0, size * 0.08)
@@ -409,9 +401,9 @@ def _draw_colour_story(frame: np.ndarray, label: int, rng: np.random.Generator) 
     span = size - side
     top = _bounce(rng.uniform(0, span), rng.uniform(-1.0, 1.0), span, length)
     left = _bounce(rng.uniform(0, span), rng.uniform(-1.0, 1.0), span, length)
-    masks = _box_masks(top, left, side, size)
     rgb = np.array([colour for _, colour in _PALETTE], dtype=np.float32)[colours]
-    frame[:] = np.where(masks[..., None], rgb[:, None, None, :], frame)
+    for t, (y, x) in enumerate(zip(np.round(top).astype(int), np.round(left).astype(int))):
+        frame[t, y : y + side, x : x + side] = rgb[t]
 
 
 def _draw_stripes(frame: np.ndarray, label: int, rng: np.random.Generator) -> None:
@@ -432,12 +424,11 @@ def _draw_stripes(frame: np.ndarray, label: int, rng: np.random.Generator) -> No
     span = size - side
     top = _bounce(rng.uniform(0, span), rng.uniform(-0.25, 0.25), span, length)
     left = _bounce(rng.uniform(0, span), rng.uniform(-0.25, 0.25), span, length)
-    masks = _box_masks(top, left, side, size)
-    ys = np.arange(size, dtype=np.float64)[None, :, None]
-    local = ys - np.round(top)[:, None, None] - phase[:, None, None]
-    wave = (0.5 + 0.5 * np.sin(2 * np.pi * local / _STRIPE_PERIOD)).astype(np.float32)
-    shade = np.broadcast_to(wave, masks.shape)[..., None] * colour
-    frame[:] = np.where(masks[..., None], shade, frame)
+    rows = np.arange(side)
+    for t, (y, x) in enumerate(zip(np.round(top).astype(int), np.round(left).astype(int))):
+        # Stripes are anchored to the patch: only the phase drift moves them within it.
+        wave = 0.5 + 0.5 * np.sin(2 * np.pi * (rows - phase[t]) / _STRIPE_PERIOD)
+        frame[t, y : y + side, x : x + side] = wave[:, None, None] * colour
 
 
 def _draw_corner_flashes(frame: np.ndarray, rng: np.random.Generator) -> None:
