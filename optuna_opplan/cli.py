@@ -230,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"opplan: error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    except (ValueError, RuntimeError) as exc:
-        print(f"opplan: error: {redact(str(exc))}", file=sys.stderr)
+    except Exception as exc:  # one line, password masked, instead of a traceback
+        print(f"opplan: error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 

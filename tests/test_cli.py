@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+import optuna_opplan as op
+from optuna_opplan.simulation import SimulatedObjective
+
+SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
+
+
+def _opplan(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "optuna_opplan.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[str, str, op.Plan]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'plan.db'}"
+    study = op.create_planning_study(
+        op.TransitionGraph.extended(**SMALL),
+        storage=url,
+        study_name="cli",
+        pruner=op.KneePointPruner(delay=4, max_epochs=40),
+    )
+    op.run_worker(study, SimulatedObjective(seed=1), poll_interval=0.01)
+    return url, "cli", op.get_plan(study)
+
+
+def test_plan_json_matches_the_library(finished) -> None:
+    url, name, plan = finished
+    out = _opplan("plan", "--storage", url, "--study-name", name, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == plan.to_dict()
+
+
+def test_plan_table_and_storage_from_environment(finished) -> None:
+    url, name, plan = finished
+    out = _opplan("plan", "--study-name", name, env={"OPTUNA_STORAGE": url})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(plan).strip()
+
+
+def test_status_reports_counts_and_states(finished) -> None:
+    url, name, _ = finished
+    out = _opplan("status", "--storage", url, "--study-name", name, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["complete"] is True
+    assert report["counts"]["done"] == len(op.TransitionGraph.extended(**SMALL).transitions)
+    assert report["critical_path_left"]["transitions"] == 0
+    assert all(s["status"] == "resolved" for s in report["states"])
+    text = _opplan("status", "--storage", url, "--study-name", name)
+    assert f"{report['counts']['done']} done" in text.stdout
+
+
+def test_status_of_a_study_in_progress(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    graph = op.TransitionGraph.extended(**SMALL)
+    study = op.create_planning_study(graph, storage=url, study_name="p")
+    op.run_worker(study, SimulatedObjective(seed=1), max_transitions=2, poll_interval=0.01)
+    report = json.loads(_opplan("status", "--storage", url, "--study-name", "p", "--json").stdout)
+    assert report["counts"]["done"] == 2
+    assert 0 < report["critical_path_left"]["transitions"] <= len(graph.critical_path())
+    out = _opplan("plan", "--storage", url, "--study-name", "p")
+    assert out.returncode == 1 and "unfinished transitions" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", "--study-name", "x"], "--storage is required"),
+        (["plan", "--storage", "sqlite:///{tmp}/none.db", "--study-name", "x"], "does not exist"),
+        (
+            ["status", "--storage", "postgresql://u:hunter2@127.0.0.1:1/x", "--study-name", "x"],
+            "OperationalError",
+        ),
+    ],
+)
+def test_errors_exit_non_zero_with_a_message(tmp_path, args, message) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = _opplan(*args, env={"OPTUNA_STORAGE": ""})
+    assert out.returncode == 1
+    assert message in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_not_a_planning_study(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    optuna.create_study(storage=url, study_name="plain")
+    out = _opplan("plan", "--storage", url, "--study-name", "plain")
+    assert out.returncode == 1 and "not a planning study" in out.stderr
+
+
+def test_help_per_subcommand() -> None:
+    for command in ("status", "plan", "demo"):
+        out = _opplan(command, "--help")
+        assert out.returncode == 0 and "usage: opplan" in out.stdout
