@@ -1,0 +1,457 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from optuna_opplan._step import current_transition
+from optuna_opplan._worker import TransitionFailed
+from optuna_opplan.models import classification_loss
+from optuna_opplan.models import freeze_batchnorm
+from optuna_opplan.models import get_model
+from optuna_opplan.models import predict_logits
+from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._dataset import VideoDataset
+from optuna_opplan.video._schedule import Schedule
+
+KEY_COMPUTE = "opplan:compute"
+METRICS = ("top1", "mean_top135")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How transitions (and fixed schedules) are trained.
+
+    Attributes:
+        model: A builder name of :func:`optuna_opplan.models.get_model`.
+        model_kwargs: Passed to the builder (e.g. ``width_multiplier``).
+        batch_size: Clips per optimizer step (the effective batch).
+        max_frames_per_step: Frames one forward pass may hold (``batch x clip length``);
+            longer clips are split into micro-batches with gradient accumulation, so every
+            clip length trains at the same effective batch. :obj:`None`: no split.
+        momentum: SGD momentum (Nesterov).
+        weight_decay: SGD weight decay.
+        nesterov: Nesterov momentum.
+        freeze_bn_from_clip: Freeze all BatchNorm layers but the first for clips this long
+            or longer (the paper does it for 64 and 128 frames).
+        num_workers: DataLoader worker processes decoding videos.
+        device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
+        amp: Mixed precision on CUDA.
+        metric: ``"top1"`` (clip accuracy) or ``"mean_top135"`` (the reference code's mean of
+            top-1, top-3 and top-5).
+        seed: Seeds the initial model and the data order.
+        progress: Print a line per epoch.
+    """
+
+    model: str = "dg_p3d_resnet18"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    max_frames_per_step: int | None = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+    freeze_bn_from_clip: int = 64
+    num_workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    metric: str = "top1"
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "freeze_bn_from_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive int, but got {name}={value!r}.")
+        if self.max_frames_per_step is not None and self.max_frames_per_step <= 0:
+            raise ValueError(
+                "`max_frames_per_step` must be a positive int or None, but got "
+                f"{self.max_frames_per_step!r}."
+            )
+        if self.metric not in METRICS:
+            raise ValueError(f"`metric` must be one of {METRICS}, but got {self.metric!r}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"`device` must be auto, cpu or cuda, but got {self.device!r}.")
+        if self.num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, but got {self.num_workers!r}.")
+
+    def resolved_device(self) -> torch.device:
+        """The torch device to train on."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did."""
+
+    loss: float
+    clips: int
+    seconds: float
+    data_seconds: float
+
+    @property
+    def clips_per_second(self) -> float:
+        """Training throughput."""
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Runner:
+    """The training and evaluation loops shared by transitions and fixed schedules."""
+
+    def __init__(self, config: TrainerConfig, num_classes: int) -> None:
+        self.config = config
+        self.num_classes = num_classes
+        self.device = config.resolved_device()
+
+    def build_model(self) -> nn.Module:
+        torch.manual_seed(self.config.seed)
+        model = get_model(
+            self.config.model, num_classes=self.num_classes, **dict(self.config.model_kwargs)
+        )
+        return model.to(self.device)
+
+    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=lr,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+            nesterov=self.config.nesterov,
+        )
+
+    def micro_batch(self, clip_length: int) -> tuple[int, int]:
+        """(clips per forward pass, forward passes per optimizer step)."""
+        batch = self.config.batch_size
+        budget = self.config.max_frames_per_step
+        if budget is None or batch * clip_length <= budget:
+            return batch, 1
+        micro = max(1, budget // clip_length)
+        return micro, math.ceil(batch / micro)
+
+    def loader(self, dataset: VideoDataset, batch: int, *, shuffle: bool, seed: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed)
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            shuffle=shuffle,
+            num_workers=workers,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def train_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dataset: VideoDataset,
+        *,
+        seed: int,
+        epoch: int,
+    ) -> EpochStats:
+        micro, accumulate = self.micro_batch(dataset.clip_length)
+        model.train()
+        if dataset.clip_length >= self.config.freeze_bn_from_clip:
+            freeze_batchnorm(model, except_first=True)
+        use_amp = self.config.amp and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        total_loss, clips, waited = 0.0, 0, 0.0
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        pending = 0
+        mark = time.perf_counter()
+        for clip, label in self.loader(dataset, micro, shuffle=True, seed=seed):
+            waited += time.perf_counter() - mark
+            clip = clip.to(self.device, non_blocking=True)
+            label = label.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=use_amp):
+                loss = classification_loss(model(clip), label)
+            if not torch.isfinite(loss):
+                raise TransitionFailed(
+                    f"the training loss became {loss.item()} at epoch {epoch} "
+                    f"(lr {optimizer.param_groups[0]['lr']:g}, clip {dataset.clip_length})"
+                )
+            scaler.scale(loss * clip.shape[0] / self.config.batch_size).backward()
+            pending += 1
+            if pending == accumulate:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                pending = 0
+            total_loss += loss.item() * clip.shape[0]
+            clips += clip.shape[0]
+            mark = time.perf_counter()
+        if pending:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        return EpochStats(total_loss / max(1, clips), clips, seconds, waited)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: VideoDataset) -> float:
+        """Accuracy on ``dataset``: one view per clip in "val" mode, the mean of the views'
+        logits in "test" mode."""
+        model.eval()
+        correct = torch.zeros(3)
+        count = 0
+        micro, _ = self.micro_batch(dataset.clip_length)
+        batch = micro if dataset.mode != "test" else max(1, micro // 4)
+        for clip, label in self.loader(dataset, batch, shuffle=False, seed=0):
+            clip = clip.to(self.device)
+            label = label.to(self.device)
+            if clip.dim() == 6:  # (B, views, 3, T, H, W)
+                b, v = clip.shape[:2]
+                logits = predict_logits(model(clip.flatten(0, 1))).view(b, v, -1).mean(1)
+            else:
+                logits = predict_logits(model(clip))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == label[:, None]
+            for i, k in enumerate((1, 3, 5)):
+                correct[i] += hits[:, :k].any(1).sum().item()
+            count += label.shape[0]
+        if count == 0:
+            raise ValueError(f"Cannot evaluate on an empty dataset: {dataset!r}.")
+        accuracy = correct / count
+        if self.config.metric == "top1":
+            return float(accuracy[0])
+        return float(accuracy.mean())
+
+
+class TransitionTrainer:
+    """The objective that trains one transition of a planning study on videos.
+
+    For the trial's transition it loads the source state's kept checkpoint (or builds the
+    initial model), sets the target state's learning rate, clip length and sampling, creates
+    a fresh SGD optimizer (Nesterov, momentum 0.9, weight decay 1e-4 by default) with a
+    constant learning rate, and trains epoch by epoch: after each epoch it evaluates on the
+    validation split (one centre clip, one centre crop), reports the score, and stops when the
+    knee pruner says so. Only the checkpoints of the epochs that can still be kept stay on disk
+    (``delay + 1`` of them); the kept one is uploaded to the artifact store with its SHA-256.
+
+    A loss that turns NaN ends the transition as a failed edge (no retry). Progress: one line
+    per epoch with loss, validation score and clips/s.
+
+    Args:
+        train: The training split (its clip length and sampling are set per transition).
+        val: The internal validation split, carved from the training set.
+        checkpoints: Where kept checkpoints go: a :class:`CheckpointStore`, an Optuna artifact
+            store or a folder path.
+        config: The training settings.
+        scratch_dir: Folder for the retained epoch checkpoints of a running transition.
+        log: Where progress lines go.
+
+    Example:
+        >>> import optuna, optuna_opplan as op, tempfile
+        >>> from optuna_opplan.video._trainer import TransitionTrainer, TrainerConfig
+        >>> from optuna_opplan.video.synthetic import generate
+        >>> from optuna_opplan.video import VideoDataset, ClipTransform, split_train_val
+        >>> data = generate(tempfile.mkdtemp(), flavour="motion", num_classes=2,
+        ...                 videos_per_class=3, num_frames=(16, 16), size=32, test_fraction=0.3)
+        >>> full = VideoDataset.from_list_file(data.root, data.train_list, data.class_file,
+        ...     transform=ClipTransform(crop_size=32, scale_range=(32, 36), eval_short_side=32))
+        >>> train, val = split_train_val(full.entries, 0.5, seed=0)
+        >>> trainer = TransitionTrainer(full.with_entries(train), full.with_entries(val),
+        ...     tempfile.mkdtemp(), config=TrainerConfig(model="p3d_resnet18", num_workers=0,
+        ...     model_kwargs={"width_multiplier": 0.125, "stem_temporal_stride": 1},
+        ...     progress=False))
+        >>> graph = op.TransitionGraph.basic(clip_lengths=(4,), learning_rates=(0.01,),
+        ...                                  samplings=("uniform",))
+        >>> study = optuna.create_study(direction="maximize", sampler=op.PlanningSampler(graph),
+        ...                             pruner=op.KneePointPruner(delay=1, max_epochs=2))
+        >>> op.run_worker(study, trainer)
+        1
+    """
+
+    def __init__(
+        self,
+        train: VideoDataset,
+        val: VideoDataset,
+        checkpoints: CheckpointStore | Any,
+        *,
+        config: TrainerConfig | None = None,
+        scratch_dir: str | os.PathLike[str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if not isinstance(train, VideoDataset) or not isinstance(val, VideoDataset):
+            raise ValueError("`train` and `val` must be VideoDataset objects.")
+        if train.classes != val.classes:
+            raise ValueError("`train` and `val` must share their classes.")
+        self.train = train
+        self.val = val
+        self.checkpoints = (
+            checkpoints
+            if isinstance(checkpoints, CheckpointStore)
+            else CheckpointStore(checkpoints)
+        )
+        self.config = config or TrainerConfig()
+        self.scratch_dir = scratch_dir
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._runner = _Runner(self.config, len(train.classes))
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        step = current_transition(trial)
+        params = step.params
+        clip_length = int(params["clip_length"])
+        sampling = str(params.get("sampling", self.train.sampling))
+        lr = float(params["lr"])
+        runner = self._runner
+        model = runner.build_model()
+        source_record = None
+        if step.source_trial is not None:
+            state = self.checkpoints.load(trial.study, step.source_trial)
+            source_record = self.checkpoints.record(trial.study, step.source_trial)
+            if state is not None:
+                model.load_state_dict(state)
+        optimizer = runner.optimizer(model, lr)
+        train = self.train.with_clip(clip_length=clip_length, sampling=sampling)
+        val = self.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        epochs = 0
+        with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=self.scratch_dir) as tmp:
+            saved: dict[int, str] = {}
+            while True:
+                epochs += 1
+                seed = self.config.seed * 100_003 + trial.number * 1_009 + epochs
+                stats = runner.train_epoch(model, optimizer, train, seed=seed, epoch=epochs)
+                score = runner.evaluate(model, val)
+                trial.report(score, epochs)
+                path = os.path.join(tmp, f"epoch{epochs}.pt")
+                torch.save(model.state_dict(), path)
+                saved[epochs] = path
+                for old in [e for e in saved if e not in step.retained_epochs(epochs)]:
+                    os.remove(saved.pop(old))
+                if self.config.progress:
+                    self.log(
+                        f"trial {trial.number} {step.transition.key} epoch {epochs}: loss "
+                        f"{stats.loss:.4f} val {score:.4f} {stats.clips_per_second:.1f} clips/s "
+                        f"(data wait {stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
+                    )
+                if trial.should_prune():
+                    break
+            keep = step.keep_epoch
+            if keep == 0:
+                self.checkpoints.inherit(trial, source_record)
+            else:
+                self.checkpoints.save_file(trial, saved[keep], epoch=keep)
+        trial.storage.set_trial_system_attr(
+            trial._trial_id,
+            KEY_COMPUTE,
+            {
+                "epochs": epochs,
+                "clip_frame_epochs": epochs * clip_length,
+                "videos_per_epoch": len(train),
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu_started,
+                "device": runner.device.type,
+            },
+        )
+
+
+@dataclass
+class ScheduleResult:
+    """What :func:`train_schedule` returns."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    test_accuracy: float | None
+    seconds: float
+    cpu_seconds: float
+    clip_frame_epochs: int
+
+
+def train_schedule(
+    schedule: Schedule,
+    train: VideoDataset,
+    *,
+    config: TrainerConfig | None = None,
+    val: VideoDataset | None = None,
+    test: VideoDataset | None = None,
+    initial_state: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ScheduleResult:
+    """Train a fixed schedule from scratch (or from ``initial_state``) with the same loops.
+
+    The grid-search baseline trains hand-tuned schedules this way, and a found plan is
+    replayed on another model or dataset with ``Schedule.from_plan(plan)``. The optimizer is
+    kept across epochs of a stage and re-created when a constant-lr stage changes its lr, as
+    the planned transitions do; a global decay sets the lr every epoch.
+
+    Args:
+        schedule: The schedule.
+        train: Training split.
+        config: Training settings.
+        val: Optional split evaluated (one view) after every epoch.
+        test: Optional split evaluated at the end; in ``"test"`` mode it averages N clips x 3
+            crops per video.
+        initial_state: Weights to start from.
+        log: Where progress lines go (default: stderr if ``config.progress``).
+    """
+    config = config or TrainerConfig()
+    runner = _Runner(config, len(train.classes))
+    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    model = runner.build_model()
+    if initial_state is not None:
+        model.load_state_dict(dict(initial_state))
+    history: list[dict[str, float]] = []
+    optimizer: torch.optim.Optimizer | None = None
+    current = None
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for epoch in range(1, schedule.total_epochs + 1):
+        stage = schedule.stage_at(epoch)
+        lr = schedule.lr_at(epoch)
+        if optimizer is None or (schedule.decay == "constant" and stage is not current):
+            optimizer = runner.optimizer(model, lr)
+            current = stage
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        data = train.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
+        stats = runner.train_epoch(model, optimizer, data, seed=config.seed + epoch, epoch=epoch)
+        row = {"epoch": epoch, "lr": lr, "clip_length": stage.clip_length, "loss": stats.loss}
+        if val is not None:
+            view = val.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
+            row["val"] = runner.evaluate(model, view.with_mode("val"))
+        history.append(row)
+        if config.progress:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            emit(
+                f"schedule epoch {epoch}/{schedule.total_epochs}: {shown}, "
+                f"{stats.clips_per_second:.1f} clips/s"
+            )
+    test_accuracy = None
+    if test is not None:
+        last = schedule.stages[-1]
+        view = test.with_clip(clip_length=last.clip_length, sampling=last.sampling)
+        test_accuracy = runner.evaluate(model, view)
+    return ScheduleResult(
+        model=model,
+        history=history,
+        test_accuracy=test_accuracy,
+        seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
+        clip_frame_epochs=schedule.clip_frame_epochs,
+    )
+
+
+def evaluate(
+    model: nn.Module, dataset: VideoDataset, *, config: TrainerConfig | None = None
+) -> float:
+    """Accuracy of ``model`` on ``dataset`` (multi-view in ``"test"`` mode)."""
+    config = config or TrainerConfig()
+    return _Runner(config, len(dataset.classes)).evaluate(model, dataset)

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+import torch
+from torch import nn
+
+import optuna_opplan as op
+from optuna_opplan.models import register_model
+from optuna_opplan.video import ClipTransform
+from optuna_opplan.video import VideoDataset
+from optuna_opplan.video import split_train_val
+from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
+from optuna_opplan.video._checkpoint import CheckpointError
+from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._schedule import Schedule
+from optuna_opplan.video._schedule import Stage
+from optuna_opplan.video._trainer import KEY_COMPUTE
+from optuna_opplan.video._trainer import TrainerConfig
+from optuna_opplan.video._trainer import TransitionTrainer
+from optuna_opplan.video._trainer import _Runner
+from optuna_opplan.video._trainer import train_schedule
+from optuna_opplan.video.synthetic import generate
+
+TINY = {"width_multiplier": 0.125, "stem_temporal_stride": 1}
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> tuple[VideoDataset, VideoDataset, VideoDataset]:
+    data = generate(
+        tmp_path_factory.mktemp("videos"),
+        flavour="motion",
+        num_classes=2,
+        videos_per_class=6,
+        num_frames=(16, 20),
+        size=32,
+        test_fraction=0.34,
+    )
+    transform = ClipTransform(crop_size=32, scale_range=(32, 36), eval_short_side=32, test_size=32)
+    full = VideoDataset.from_list_file(
+        data.root, data.train_list, data.class_file, transform=transform
+    )
+    train, val = split_train_val(full.entries, 0.25, seed=0)
+    test = VideoDataset.from_list_file(
+        data.root, data.test_list, data.class_file, transform=transform, num_test_clips=2
+    )
+    return full.with_entries(train), full.with_entries(val), test.with_mode("test")
+
+
+def _config(**kwargs) -> TrainerConfig:
+    base = {
+        "model": "p3d_resnet18",
+        "model_kwargs": TINY,
+        "batch_size": 4,
+        "num_workers": 0,
+        "progress": False,
+    }
+    return TrainerConfig(**{**base, **kwargs})
+
+
+def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) -> None:
+    train, val, _ = splits
+    graph = op.TransitionGraph.basic(
+        clip_lengths=(4,), learning_rates=(0.05, 0.005), samplings=("uniform",)
+    )
+    delay = 2
+    study = op.create_planning_study(
+        graph,
+        storage=f"sqlite:///{tmp_path / 'plan.db'}",
+        study_name="video",
+        pruner=op.KneePointPruner(delay=delay, max_epochs=4),
+    )
+    lines: list[str] = []
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    retained: list[int] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        retained.append(sum(len(files) for _, _, files in os.walk(scratch)))
+
+    trainer = TransitionTrainer(
+        train,
+        val,
+        tmp_path / "artifacts",
+        config=_config(progress=True),
+        scratch_dir=scratch,
+        log=log,
+    )
+    assert op.run_worker(study, trainer, poll_interval=0.01) == 2
+    plan = op.get_plan(study)
+    assert plan.goal == graph.goal_states[0]
+    first, second = study.get_trials(states=(TrialState.COMPLETE,))
+    # The second transition fine-tuned the first one's kept checkpoint.
+    assert second.system_attrs["opplan:source_trial"] == first.number
+    for trial in (first, second):
+        record = trial.system_attrs[KEY_CHECKPOINT]
+        assert record.get("initial") or len(record["sha256"]) == 64
+        compute = trial.system_attrs[KEY_COMPUTE]
+        assert compute["epochs"] == len(trial.intermediate_values)
+        assert compute["clip_frame_epochs"] == 4 * compute["epochs"]
+        assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
+    assert max(retained) <= delay + 1, "only delay + 1 epoch checkpoints stay on disk"
+    assert not any(scratch.iterdir()), "scratch checkpoints are removed after the transition"
+    assert any("clips/s" in line and "val" in line for line in lines)
+
+
+def test_checkpoint_round_trip_and_tampering(tmp_path) -> None:
+    store = CheckpointStore(tmp_path / "artifacts")
+    study = optuna.create_study()
+    trial = study.ask()
+    state = {"w": torch.arange(4.0)}
+    record = store.save(trial, state, epoch=2)
+    assert torch.equal(store.load(study, trial.number)["w"], state["w"])
+    # A truncated or altered file is rejected by its hash before torch.load sees it.
+    path = Path(tmp_path / "artifacts" / record["artifact_id"])
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        store.load(study, trial.number)
+    path.unlink()
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        store.load(study, trial.number)
+    other = study.ask()
+    with pytest.raises(CheckpointError, match="no kept checkpoint"):
+        store.load(study, other.number)
+
+
+def test_weights_only_loading_refuses_pickled_code(tmp_path) -> None:
+    store = CheckpointStore(tmp_path / "artifacts")
+    study = optuna.create_study()
+    trial = study.ask()
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, bad)
+    store.save_file(trial, bad, epoch=1)  # recorded with its own (matching) hash
+    with pytest.raises(Exception, match="weights_only|Unsupported|WeightsUnpickler"):
+        store.load(study, trial.number)
+
+
+class _NaNNet(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(2, 3, 4))) * float("nan")
+
+
+register_model("test_nan_net", lambda *, num_classes, **_: _NaNNet(num_classes))
+
+
+def test_a_nan_loss_fails_the_edge_without_retry(splits, tmp_path) -> None:
+    train, val, _ = splits
+    graph = op.TransitionGraph.basic(
+        clip_lengths=(4,), learning_rates=(0.05,), samplings=("uniform",)
+    )
+    study = op.create_planning_study(graph, pruner=op.KneePointPruner(delay=2, max_epochs=3))
+    trainer = TransitionTrainer(train, val, tmp_path, config=_config(model="test_nan_net"))
+    op.run_worker(study, trainer, poll_interval=0.01)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.system_attrs["opplan:outcome"]["status"] == "failed"
+    assert "loss became nan" in trial.system_attrs["opplan:outcome"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("batch", "budget", "clip", "expected"),
+    [(8, None, 64, (8, 1)), (8, 256, 16, (8, 1)), (8, 256, 64, (4, 2)), (8, 100, 64, (1, 8))],
+)
+def test_gradient_accumulation_keeps_the_effective_batch(batch, budget, clip, expected) -> None:
+    runner = _Runner(_config(batch_size=batch, max_frames_per_step=budget), num_classes=2)
+    assert runner.micro_batch(clip) == expected
+
+
+def test_long_clips_freeze_batchnorm(splits) -> None:
+    train, _, _ = splits
+    runner = _Runner(_config(freeze_bn_from_clip=8), num_classes=2)
+    model = runner.build_model()
+    optimizer = runner.optimizer(model, 0.01)
+    runner.train_epoch(model, optimizer, train.with_clip(clip_length=8), seed=0, epoch=1)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms[0].training
+    assert not any(m.training for m in norms[1:])
+
+
+@pytest.mark.parametrize(
+    ("decay", "epoch", "lr"),
+    [
+        ("step", 1, 0.1),
+        ("step", 7, 0.01),
+        ("step", 19, 0.0001),
+        ("cosine", 1, 0.1),
+        ("cosine", 13, 0.05),
+    ],
+)
+def test_hand_tuned_schedules(decay, epoch, lr) -> None:
+    schedule = Schedule.hand_tuned((8, 16, 32), total_epochs=24, base_lr=0.1, decay=decay)
+    assert schedule.lr_at(epoch) == pytest.approx(lr)
+    assert [schedule.clip_at(e) for e in (1, 8, 9, 16, 17, 24)] == [8, 8, 16, 16, 32, 32]
+
+
+def test_schedule_from_plan_and_training(splits) -> None:
+    train, val, test = splits
+    plan = {
+        "stages": [
+            {"params": {"clip_length": 4, "lr": 0.05, "sampling": "uniform"}, "epochs": 2},
+            {"params": {"clip_length": 8, "lr": 0.005, "sampling": "uniform"}, "epochs": 1},
+        ]
+    }
+    schedule = Schedule.from_plan(plan)
+    assert schedule.stages == (Stage(4, "uniform", 2, 0.05), Stage(8, "uniform", 1, 0.005))
+    assert schedule.clip_frame_epochs == 16
+    result = train_schedule(schedule, train, config=_config(), val=val, test=test)
+    assert [row["lr"] for row in result.history] == [0.05, 0.05, 0.005]
+    assert result.test_accuracy is not None and 0.0 <= result.test_accuracy <= 1.0
+    assert all("val" in row for row in result.history)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "`batch_size` must be a positive int"),
+        ({"metric": "top2"}, "`metric` must be one of"),
+        ({"device": "tpu"}, "`device` must be"),
+        ({"max_frames_per_step": 0}, "`max_frames_per_step`"),
+    ],
+)
+def test_invalid_trainer_config(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainerConfig(**kwargs)
