@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 from typing import Any
 
 from optuna.storages import BaseStorage
@@ -56,9 +58,23 @@ def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": timeout}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    storage = RDBStorage(url, engine_kwargs=engine_kwargs)
+    storage = _rdb_storage(url, engine_kwargs)
     harden_storage(storage)
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 6) -> RDBStorage:
+    # Workers started together on an empty database race to create Optuna's tables and to
+    # stamp its schema version; the losers fail with "table already exists" or a unique
+    # violation. The winner finishes the schema a moment later, so trying again succeeds.
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
 
 
 def _journal(path: str) -> JournalStorage:
