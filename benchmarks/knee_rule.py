@@ -28,6 +28,7 @@ from pathlib import Path
 import platform
 import time
 from typing import Any
+import warnings
 
 import numpy as np
 import optuna
@@ -206,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     segments = load_segments()
     start = time.perf_counter()
     with multiprocessing.Pool(args.processes) as pool:

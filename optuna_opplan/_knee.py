@@ -295,9 +295,9 @@ def fit_knee(
     The fit is bounded trust-region-reflective least squares (``scipy.optimize.least_squares``)
     under the paper's sign constraints. It starts from the best of a fixed grid of rates, each
     with its amplitudes fitted linearly, so the result is deterministic and local minima far from
-    the data are avoided. Non-finite observations are left
-    out of the fit. Bad data never raises: the result then has ``ok=False``, a ``message`` and
-    the best observed epoch as the fallback knee.
+    the data are avoided. Non-finite observations are left out of the fit. Bad data (fewer than
+    3 finite values, a diverging fit) never raises: the result then has ``ok=False``, a
+    ``message``, and the best finite observed epoch as the fallback knee.
 
     The families, with ``t`` the epoch:
 
