@@ -262,10 +262,17 @@ class _Worker:
     def try_one(self, progress: Progress) -> str:
         """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
         for status in progress.with_status("ready"):
-            trial_id = self.sampler.claim(self.study, status, progress)
-            if trial_id is None:
+            try:
+                trial_id = self.sampler.claim(self.study, status, progress)
+                if trial_id is None:
+                    return "lost"
+                self._train(status, trial_id)
+            except UpdateFinishedTrialError as exc:
+                # Another worker saw no heartbeat within its grace period (a stalled or
+                # overloaded machine) and failed the trial before its objective started; the
+                # transition gets a new trial, and this worker must live on to take work.
+                _logger.warning(f"Trial of {status.transition.key} was failed meanwhile: {exc}")
                 return "lost"
-            self._train(status, trial_id)
             return "ran"
         return "idle"
 
