@@ -1,4 +1,4 @@
-"""The ``opplan`` command: status and plan of planning studies, and the demo.
+"""The ``opplan`` command: set up, run, inspect and compare planning studies.
 
 Follows ``optuna``'s conventions: ``--storage`` (or the ``OPTUNA_STORAGE`` environment
 variable), ``--study-name``, ``--help`` per subcommand, exit code 0 on success, 1 on errors
@@ -13,8 +13,6 @@ import datetime
 import json
 import os
 import sys
-import tempfile
-import time
 from typing import Any
 
 import optuna
@@ -24,10 +22,9 @@ from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import GoalUnreachableError
 from optuna_opplan._progress import KEY_KNEE
 from optuna_opplan._progress import Progress
-from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import redact
 from optuna_opplan._storage import storage_label
-from optuna_opplan._study import create_planning_study
 from optuna_opplan._study import load_planning_study
 from optuna_opplan._worker import PlanIncompleteError
 from optuna_opplan._worker import get_plan
@@ -165,34 +162,155 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from optuna_opplan.simulation import SimulatedObjective
+def _video() -> Any:
+    # The video runtime needs torch and decord: imported only by the commands that train.
+    import optuna_opplan.video as video
+    from optuna_opplan.video import _compare
+    from optuna_opplan.video import _config
+    from optuna_opplan.video import _grid
+    from optuna_opplan.video import _setup
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="opplan-demo-")
-    os.makedirs(workdir, exist_ok=True)
-    url = f"sqlite:///{os.path.abspath(os.path.join(workdir, 'opplan.db'))}"
-    name = f"demo-simulated-{int(time.time())}"
-    graph = TransitionGraph.extended()
-    study = create_planning_study(
-        graph, storage=url, study_name=name, pruner=KneePointPruner(delay=10)
+    return video, _config, _setup, _grid, _compare
+
+
+def _config_of(args: argparse.Namespace, study: optuna.Study | None = None) -> Any:
+    _, config_mod, setup, _, _ = _video()
+    config = None
+    if getattr(args, "config", None):
+        config = config_mod.PlanConfig.from_file(args.config)
+    stored = setup.stored_config(study) if study is not None else None
+    if config is None and stored is None:
+        raise CLIError(
+            f"Study {args.study_name!r} has no plan config: run `opplan init --config FILE`."
+        )
+    if config is not None and stored is not None:
+        setup.attach_config(study, config)  # raises naming the differing keys
+    return config or stored
+
+
+def _init(args: argparse.Namespace) -> int:
+    if not args.storage:
+        raise CLIError("--storage is required (or set OPTUNA_STORAGE).")
+    _, config_mod, setup, _, _ = _video()
+    config = config_mod.PlanConfig.from_file(args.config)
+    sampler, pruner = setup.build_planning(config)
+    storage = create_storage(args.storage)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=args.study_name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
     )
-    print(f"storage: {url}")
-    print(f"study: {name}")
-    print(f"graph: {graph}")
-    started = time.monotonic()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_worker(study, SimulatedObjective(seed=args.seed), poll_interval=0.05)
-    plan = get_plan(study)
-    trained = sum(
-        len(t.intermediate_values) for t in study.get_trials(states=(TrialState.COMPLETE,))
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise CLIError(f"Study {args.study_name!r} must maximize (it scores accuracy).")
+    setup.attach_config(study, config)
+    sampler.check_study(study, {"pruner": pruner.config()})
+    sampler.reconcile(study, sampler.progress(study))
+    graph = sampler.graph
+    print(f"storage: {storage_label(args.storage)}")
+    print(f"study: {study.study_name}")
+    print(f"graph: {graph} (critical path {len(graph.critical_path())} transitions)")
+    print(f"config: {config.fingerprint()} stored; start workers with `opplan worker`.")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    study = _load(args)
+    config = _config_of(args, study)
+    _, _, setup, grid_mod, _ = _video()
+    splits = setup.build_splits(config)
+    if not args.grid_only:
+        trainer = setup.build_trainer(config, splits)
+        done = run_worker(study, trainer, heartbeat_interval=args.heartbeat_interval)
+        print(f"worker: trained {done} transitions; planning complete.")
+    grid = grid_mod.load_grid_study(study, config)
+    if grid is not None and not args.no_grid:
+        objective = grid_mod.GridObjective(config, splits)
+        done = grid_mod.run_grid_worker(grid, objective)
+        print(f"worker: trained {done} grid schedules.")
+    return 0
+
+
+def _grid_cmd(args: argparse.Namespace) -> int:
+    study = _load(args)
+    config = _config_of(args, study)
+    _, _, _, grid_mod, _ = _video()
+    grid = grid_mod.create_grid_study(study, config, study_name=args.grid_study_name)
+    space = grid_mod.grid_search_space(config)
+    print(f"grid study: {grid.study_name} ({len(grid.trials)} schedules: {space})")
+    print("workers (`opplan worker`) train them after the planning transitions.")
+    return 0
+
+
+def _compare_cmd(args: argparse.Namespace) -> int:
+    study = _load(args)
+    config = _config_of(args, study)
+    _, _, setup, grid_mod, compare_mod = _video()
+    grid = grid_mod.load_grid_study(study, config)
+    if grid is None:
+        raise CLIError(f"Study {args.study_name!r} has no grid study: run `opplan grid` first.")
+    splits = setup.build_splits(config)
+    result = compare_mod.compare(study, grid, config, splits)
+    out_dir = args.out or os.path.join(setup.artifact_path(config), "compare")
+    paths = compare_mod.comparison_figures(result, out_dir)
+    compare_mod.publish_comparison(grid, result)
+    if args.json:
+        slim = {
+            "planned": {k: result["planned"][k] for k in ("accuracy", "compute")},
+            "grid_best": {
+                "accuracy": result["grid_best"]["accuracy"],
+                "compute": result["grid_best"]["compute"],
+                "schedule": result["grid_best"]["params"],
+            },
+            "compute_ratio": result["compute_ratio"],
+            "details": result,
+            "figures": paths,
+        }
+        print(json.dumps(slim, indent=2, default=str))
+    else:
+        print(compare_mod.comparison_table(result))
+        print(f"figures: {paths['png']} {paths['html']}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    video, config_mod, setup, _, _ = _video()
+    from optuna_opplan.video._schedule import Schedule
+    from optuna_opplan.video._trainer import train_schedule
+
+    with open(args.plan) as f:
+        plan = json.load(f)
+    config = config_mod.PlanConfig.from_file(args.config)
+    if args.model:
+        raw = config.to_dict()
+        raw["model"]["name"] = args.model
+        config = config_mod.PlanConfig.from_dict(raw, base_dir=config.base_dir)
+    schedule = Schedule.from_plan(plan)
+    splits = setup.build_splits(config)
+    print(f"replaying {schedule} on {config.section('model')['name']}")
+    result = train_schedule(
+        schedule, splits.train, config=setup.build_trainer_config(config), test=splits.test
     )
     print(
-        f"planned {len(graph.transitions)} transitions ({trained} simulated epochs) in "
-        f"{time.monotonic() - started:.1f}s:"
+        json.dumps(
+            {
+                "test_accuracy": result.test_accuracy,
+                "compute": result.clip_frame_epochs,
+                "cpu_seconds": result.cpu_seconds,
+                "schedule": schedule.to_dict(),
+            },
+            indent=2,
+        )
     )
-    print(plan)
-    print(f"dashboard: optuna-dashboard {url}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from optuna_opplan import demo
+
+    return demo.main(workdir=args.workdir, simulate=args.simulate, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,9 +332,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(func=_plan)
 
-    demo = sub.add_parser("demo", help="Plan on the simulated objective, locally.")
-    demo.add_argument("--workdir", help="Where to put the storage (default: a temp dir).")
+    init = sub.add_parser("init", help="Attach a plan config (TOML) to a new or existing study.")
+    _add_study_args(init)
+    init.add_argument("--config", required=True, help="The plan config (TOML).")
+    init.set_defaults(func=_init)
+
+    worker = sub.add_parser("worker", help="Train transitions until the plan is complete.")
+    _add_study_args(worker)
+    worker.add_argument("--config", help="Must equal the study's config if given.")
+    worker.add_argument("--heartbeat-interval", type=float, default=10.0)
+    worker.add_argument("--no-grid", action="store_true", help="Skip the grid baseline.")
+    worker.add_argument("--grid-only", action="store_true", help="Only train grid schedules.")
+    worker.set_defaults(func=_worker)
+
+    grid = sub.add_parser("grid", help="Create the hand-tuned grid-search baseline study.")
+    _add_study_args(grid)
+    grid.add_argument("--config", help="Must equal the study's config if given.")
+    grid.add_argument("--grid-study-name", help="Default: <study-name>-grid.")
+    grid.set_defaults(func=_grid_cmd)
+
+    compare = sub.add_parser("compare", help="Planned vs best grid schedule: accuracy, compute.")
+    _add_study_args(compare)
+    compare.add_argument("--json", action="store_true", help="Print JSON.")
+    compare.add_argument("--out", help="Folder for compare.png and compare.html.")
+    compare.set_defaults(func=_compare_cmd)
+
+    replay = sub.add_parser("replay", help="Train a found plan on another model or dataset.")
+    replay.add_argument("--plan", required=True, help="A plan JSON (`opplan plan --json`).")
+    replay.add_argument("--config", required=True, help="Dataset, model and trainer settings.")
+    replay.add_argument("--model", help="Override the config's model builder name.")
+    replay.set_defaults(func=_replay)
+
+    demo = sub.add_parser("demo", help="Everything on the bundled synthetic videos, locally.")
+    demo.add_argument("--workdir", help="Where storage, artifacts and figures go.")
     demo.add_argument("--seed", type=int, default=0, help="Seed of the simulated curves.")
+    demo.add_argument(
+        "--simulate", action="store_true", help="Plan on simulated curves (seconds, no video)."
+    )
     demo.set_defaults(func=_demo)
     return parser
 
