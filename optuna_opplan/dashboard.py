@@ -536,7 +536,7 @@ def graph_figure(
     # Subplot titles are annotations too: keep them small so the labels stay readable. One
     # layout update instead of one add_annotation per edge: plotly validates on every call.
     titles = [dict(a.to_plotly_json(), font=dict(size=12)) for a in fig.layout.annotations]
-    fig.update_layout(annotations=titles + annotations)
+    fig.layout.annotations = titles + annotations
     counts = progress.counts()
     if plan is not None:
         title = f"Transition graph: plan {plan.score:.4f} in {plan.total_epochs} epochs"
