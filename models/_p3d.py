@@ -87,6 +87,9 @@ class P3DResNet(nn.Module):
         width_multiplier = check_positive_float("width_multiplier", width_multiplier)
         temporal_strides = check_int_tuple("stage_temporal_strides", stage_temporal_strides, 4)
         check_probability("dropout", dropout)
+        check_positive_int("stem_temporal_kernel", stem_temporal_kernel)
+        check_positive_int("stem_temporal_stride", stem_temporal_stride)
+        check_positive_int("dual_head_temporal_pool", dual_head_temporal_pool)
         self.num_classes = num_classes
         self.dual_head = dual_head
 
@@ -221,10 +224,9 @@ def p3d_resnet101(*, num_classes: int, **kwargs: Any) -> P3DResNet:
         **kwargs: Passed to :class:`P3DResNet`.
 
     Example:
-        >>> import torch
-        >>> model = p3d_resnet101(num_classes=5, width_multiplier=0.125, stem_temporal_stride=1)
-        >>> model.eval()(torch.randn(1, 3, 4, 32, 32)).shape
-        torch.Size([1, 5])
+        >>> model = p3d_resnet101(num_classes=5, width_multiplier=0.125)
+        >>> [len(stage) for stage in (model.layer1, model.layer2, model.layer3)]
+        [3, 4, 23]
     """
     return _build(101, num_classes=num_classes, context=False, dual_head=False, **kwargs)
 
@@ -269,10 +271,9 @@ def g_p3d_resnet101(*, num_classes: int, **kwargs: Any) -> P3DResNet:
         **kwargs: Passed to :class:`P3DResNet`.
 
     Example:
-        >>> import torch
-        >>> model = g_p3d_resnet101(num_classes=5, width_multiplier=0.125, stem_temporal_stride=1)
-        >>> model.eval()(torch.randn(1, 3, 4, 32, 32)).shape
-        torch.Size([1, 5])
+        >>> model = g_p3d_resnet101(num_classes=5, width_multiplier=0.125)
+        >>> [len(stage) for stage in (model.layer1, model.layer2, model.layer3)]
+        [3, 4, 23]
     """
     return _build(101, num_classes=num_classes, context=True, dual_head=False, **kwargs)
 
@@ -323,9 +324,8 @@ def dg_p3d_resnet101(*, num_classes: int, **kwargs: Any) -> P3DResNet:
         **kwargs: Passed to :class:`P3DResNet`.
 
     Example:
-        >>> import torch
-        >>> model = dg_p3d_resnet101(num_classes=5, width_multiplier=0.125, stem_temporal_stride=1)
-        >>> model.eval()(torch.randn(1, 3, 4, 32, 32)).shape
-        torch.Size([1, 5])
+        >>> model = dg_p3d_resnet101(num_classes=5, width_multiplier=0.125)
+        >>> [len(stage) for stage in (model.layer1, model.layer2, model.layer3)]
+        [3, 4, 23]
     """
     return _build(101, num_classes=num_classes, context=True, dual_head=True, **kwargs)

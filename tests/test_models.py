@@ -298,9 +298,9 @@ def test_loss_and_prediction_helpers() -> None:
         ({"width_multiplier": 0.0}, "`width_multiplier` must be a positive finite float"),
         ({"width_multiplier": float("nan")}, "`width_multiplier` must be a positive finite float"),
         ({"dropout": 1.0}, "`dropout` must be a float in [0, 1), but got dropout=1.0."),
-        ({"stem_temporal_stride": 0}, "`temporal_stride` must be a positive int"),
+        ({"stem_temporal_stride": 0}, "`stem_temporal_stride` must be a positive int"),
         ({"stage_temporal_strides": (1, 2)}, "`stage_temporal_strides` must be a sequence of 4"),
-        ({"dual_head_temporal_pool": -1}, "`temporal_pool` must be a positive int"),
+        ({"dual_head_temporal_pool": -1}, "`dual_head_temporal_pool` must be a positive int"),
     ],
 )
 def test_builder_arguments_are_validated(kwargs: dict[str, object], message: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 
-from optuna_opplan.models import _registry
 import pytest
 import torch
 from torch import nn
@@ -42,9 +41,7 @@ def _layer4_2d(resnet: nn.Module, frames: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("builder", "depth"),
     [
-        (models.p3d_resnet18, 18),
         (models.dg_p3d_resnet18, 18),
-        (models.g_p3d_resnet50, 50),
         (models.dg_p3d_resnet50, 50),
     ],
 )
@@ -97,6 +94,13 @@ def test_inflation_report_and_copied_kernels() -> None:
     assert not set(report.mapped) & set(report.initialised)
 
 
+@functools.cache
+def _inflated_p3d_resnet50() -> models.P3DResNet:
+    model = models.p3d_resnet50(num_classes=3)
+    models.inflate_from_2d(model, _resnet_2d(50).state_dict())
+    return model
+
+
 @pytest.mark.parametrize(
     ("block_index", "kind", "temporal_scale"),
     [
@@ -108,9 +112,7 @@ def test_inflation_report_and_copied_kernels() -> None:
 def test_inflated_temporal_convs_start_as_identity(
     block_index: int, kind: str, temporal_scale: float
 ) -> None:
-    model = models.p3d_resnet50(num_classes=3)
-    models.inflate_from_2d(model, _resnet_2d(50).state_dict())
-    unit = model.layer1[block_index].p3d
+    unit = _inflated_p3d_resnet50().layer1[block_index].p3d
     assert type(unit).__name__ == f"P3DUnit{kind}"
     weight = unit.temporal.weight
     torch.testing.assert_close(weight[:, :, 1, 0, 0], torch.eye(*weight.shape[:2]))
@@ -240,7 +242,8 @@ def test_registry_rejects_unknown_names(name: str) -> None:
 
 
 def test_register_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_registry, "_BUILDERS", dict(_registry._BUILDERS))
+    builders = dict(models._registry._BUILDERS)
+    monkeypatch.setattr("optuna_opplan.models._registry._BUILDERS", builders)
     models.register_model("linear", lambda *, num_classes: nn.Linear(2, num_classes))
     assert models.get_model("linear", num_classes=4).out_features == 4
     with pytest.raises(ValueError, match="'linear' is registered"):
