@@ -71,6 +71,7 @@ class TransitionGraph:
         rule: str | Rule = "basic",
         start: StateSelector = None,
         goals: StateSelector = None,
+        cost: Callable[[State], float] | None = None,
     ) -> None:
         if isinstance(axes, Axis) or not isinstance(axes, Sequence):
             raise ValueError(f"`axes` must be a sequence of Axis, but got axes={axes!r}.")
@@ -88,6 +89,7 @@ class TransitionGraph:
                 "least one 'increasing' or 'decreasing' axis."
             )
         self.axes: tuple[Axis, ...] = tuple(axes)
+        self._cost = cost
         self._axis_by_name = {axis.name: axis for axis in self.axes}
         self.rule_name = rule if isinstance(rule, str) else getattr(rule, "__name__", "custom")
         allowed = self._resolve_rule(rule)
@@ -96,7 +98,16 @@ class TransitionGraph:
             State(tuple(zip(names, values)))
             for values in itertools.product(*(axis.values for axis in self.axes))
         ]
-        edges = {s: [t for t in all_states if t != s and allowed(s, t)] for s in all_states}
+        if isinstance(rule, str):
+            # Built-in rules only move one level along an axis or two: test those neighbours
+            # instead of every pair of states, which would be quadratic in the states.
+            by_levels = {self._levels(s): s for s in all_states}
+            edges = {
+                s: [t for t in self._neighbours(s, by_levels) if allowed(s, t)]
+                for s in all_states
+            }
+        else:
+            edges = {s: [t for t in all_states if t != s and allowed(s, t)] for s in all_states}
         _raise_on_cycle(all_states, edges)
         incoming = {s: 0 for s in all_states}
         for targets in edges.values():
@@ -131,7 +142,14 @@ class TransitionGraph:
         # remaining path come first (Hu's rule): list scheduling on it keeps the critical path
         # busy, and every transition into a state still precedes every transition out of it.
         self._depth = _longest_from_initial(kept, self._successors)
+        if cost is not None:
+            for state in kept:
+                value = cost(state)
+                if not isinstance(value, (int, float)) or not value > 0:
+                    raise ValueError(f"`cost` must be positive, but cost({state.key}) = {value!r}.")
         self._height = _longest_to_goal(kept, self._successors, set(goal_states))
+        weight = self._cost or (lambda _: 1.0)
+        work = _longest_to_goal(kept, self._successors, set(goal_states), weight)
         self.states: tuple[State, ...] = tuple(
             sorted(kept, key=lambda s: (self._depth[s], order[s]))
         )
@@ -142,7 +160,7 @@ class TransitionGraph:
         ]
         transitions.sort(
             key=lambda t: (
-                -self._height[t.target],
+                -(work[t.target] + weight(t.target)),
                 -1 if t.source is None else self._depth[t.source],
                 -1 if t.source is None else order[t.source],
                 order[t.target],
@@ -237,7 +255,8 @@ class TransitionGraph:
             def start(state: State) -> bool:
                 return state["lr"] == first_lr and state["clip_length"] in short_clips
 
-        return cls(axes, rule=rule, start=start, goals=goals)
+        # An epoch's cost grows with the clip length: weigh the remaining work by it.
+        return cls(axes, rule=rule, start=start, goals=goals, cost=lambda s: s["clip_length"])
 
     # ----------------------------------------------------------------------------- queries
     def predecessors(self, state: State) -> list[Transition]:
@@ -329,6 +348,9 @@ class TransitionGraph:
             axes, rule=listed, start=lambda s: s.key in start, goals=lambda s: s.key in goals
         )
         graph.rule_name = rule_name
+        if set(graph._by_key) == edges:
+            # The stored order may have come from a cost that the description does not carry.
+            graph.transitions = tuple(graph._by_key[key] for key in data["transitions"])
         if graph.to_dict() != {**data, "axes": [a.to_dict() for a in axes]}:
             raise ValueError("The graph description is inconsistent: its transitions differ.")
         return graph
@@ -371,6 +393,22 @@ class TransitionGraph:
             f"`rule` must be 'basic', 'extended' or a callable(source, target) -> bool, "
             f"but got rule={rule!r}."
         )
+
+    def _levels(self, state: State) -> tuple[int, ...]:
+        return tuple(axis.level(v) for axis, (_, v) in zip(self.axes, state.items))
+
+    def _neighbours(
+        self, state: State, by_levels: dict[tuple[int, ...], State]
+    ) -> list[State]:
+        levels = self._levels(state)
+        found = []
+        for deltas in itertools.product((-1, 0, 1), repeat=len(levels)):
+            if not any(deltas) or sum(map(abs, deltas)) > 2:
+                continue
+            moved = tuple(a + d for a, d in zip(levels, deltas))
+            if moved in by_levels:
+                found.append(by_levels[moved])
+        return found
 
     def _moves(self, source: State, target: State) -> dict[str, int]:
         moves = {}
@@ -487,14 +525,19 @@ def _longest_from_initial(
 
 
 def _longest_to_goal(
-    states: list[State], successors: Mapping[State | None, list[State]], goals: set[State]
-) -> dict[State, int]:
+    states: list[State],
+    successors: Mapping[State | None, list[State]],
+    goals: set[State],
+    weight: Callable[[State], float] | None = None,
+) -> dict[State, float]:
     # Every kept state reaches a goal. Visiting states deepest first sees successors before
-    # their sources, since a transition always leads to a deeper state.
+    # their sources, since a transition always leads to a deeper state. Without a weight the
+    # result counts transitions; with one, the sum of the targets' weights.
+    step = weight or (lambda _: 1)
     depth = _longest_from_initial(states, successors)
-    height: dict[State, int] = {}
+    height: dict[State, float] = {}
     for node in sorted(states, key=lambda s: -depth[s]):
-        reachable = [height[t] + 1 for t in successors[node] if height[t] >= 0]
+        reachable = [height[t] + step(t) for t in successors[node] if height[t] >= 0]
         height[node] = max(reachable, default=0 if node in goals else -1)
         if node in goals:
             height[node] = max(height[node], 0)

@@ -214,7 +214,8 @@ def compute_plan(
         ... )
         >>> assert plan.score == 0.7
     """
-    unknown = [key for key in results if key not in {t.key for t in graph.transitions}]
+    known = {t.key for t in graph.transitions}
+    unknown = [key for key in results if key not in known]
     if unknown:
         raise ValueError(f"`results` names transitions that are not in the graph: {unknown}.")
     winners = resolve_states(graph, results, score=score)

@@ -108,20 +108,31 @@ class Progress:
 
         for status in self.statuses.values():
             _classify(status, max_retries)
-        finished = frozenset(k for k, s in self.statuses.items() if s.finished)
         self.results = {k: s.result for k, s in self.statuses.items() if s.result is not None}
-        self.winners: dict[State, _Winner | None] = resolve_states(
-            graph, self.results, score=score, finished=finished
-        )
+        # A transition out of an unreachable state fails, which can make its target
+        # unreachable in turn: resolve until nothing changes.
+        while True:
+            finished = frozenset(k for k, s in self.statuses.items() if s.finished)
+            self.winners: dict[State, _Winner | None] = resolve_states(
+                graph, self.results, score=score, finished=finished
+            )
+            changed = False
+            for status in self.statuses.values():
+                source = status.transition.source
+                if status.finished or status.running is not None or source is None:
+                    continue
+                if source in self.winners and self.winners[source] is None:
+                    status.status = "failed"
+                    status.reason = f"source state {source.key} is unreachable"
+                    changed = True
+            if not changed:
+                break
         for status in self.statuses.values():
             if status.finished or status.running is not None:
                 continue
             source = status.transition.source
             if source is not None and source not in self.winners:
                 status.status = "blocked"
-            elif source is not None and self.winners[source] is None:
-                status.status = "failed"
-                status.reason = f"source state {source.key} is unreachable"
             else:
                 status.status = "ready" if status.waiting is not None else "pending"
 
@@ -154,21 +165,30 @@ class Progress:
             raise RuntimeError(f"Source state {transition.source.key} is not resolved.")
         return winner.result.trial, winner.result.observed
 
-    def superseded(self) -> list[tuple[FrozenTrial, str]]:
-        """Waiting trials that must never run, with the reason.
+    def superseded(self) -> list[tuple[FrozenTrial, str, str]]:
+        """Waiting trials that must never run: ``(trial, outcome kind, reason)``.
 
         Duplicates appear when workers enqueue the same missing transition at once; the
         lowest-numbered waiting trial is the one that runs, and a waiting trial of a finished or
-        running transition is not needed either.
+        running transition is not needed either. A transition out of an unreachable state is
+        ``"skipped"``: it finishes as a failed edge without training.
         """
         extra = []
         for status in self.statuses.values():
             for trial in status.trials:
                 if trial.state != TrialState.WAITING or trial is status.waiting:
                     continue
-                extra.append((trial, f"duplicate of a trial of {status.transition.key}"))
-            if status.waiting is not None and (status.finished or status.running is not None):
-                extra.append((status.waiting, f"{status.transition.key} is {status.status}"))
+                extra.append(
+                    (trial, "superseded", f"duplicate of a trial of {status.transition.key}")
+                )
+            if status.waiting is None:
+                continue
+            if status.status == "failed" and status.reason.startswith("source state"):
+                extra.append((status.waiting, "skipped", status.reason))
+            elif status.finished or status.running is not None:
+                extra.append(
+                    (status.waiting, "superseded", f"{status.transition.key} is {status.status}")
+                )
         return extra
 
     def summary(self) -> dict[str, Any]:

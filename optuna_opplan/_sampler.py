@@ -215,8 +215,8 @@ class PlanningSampler(BaseSampler):
         Returns whether the storage changed.
         """
         changed = False
-        for trial, reason in progress.superseded():
-            changed |= retire_trial(study, trial, "superseded", reason)
+        for trial, kind, reason in progress.superseded():
+            changed |= retire_trial(study, trial, kind, reason)
         for status in progress.statuses.values():
             if status.needs_trial:
                 self._enqueue(study, status)

@@ -180,7 +180,7 @@ def test_an_abandoned_trial_is_failed_and_retried() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    sampler.check_study(study)
+    sampler.check_study(study, {"pruner": study.pruner.config()})  # type: ignore[attr-defined]
     progress = sampler.progress(study)
     sampler.reconcile(study, progress)
     progress = sampler.progress(study)
@@ -328,3 +328,29 @@ def test_step_tells_which_epochs_to_keep() -> None:
     for keep, retained in seen:
         assert keep in retained
         assert len(retained) == 6  # delay + 1 checkpoints at most
+
+
+def test_failures_that_cut_off_states_still_let_planning_finish() -> None:
+    graph = op.TransitionGraph.basic(samplings=("uniform",))
+    # A transition that is the only way into its target: failing it cuts the target off.
+    doomed = next(
+        t
+        for t in graph.transitions
+        if t.source is not None and len(graph.predecessors(t.target)) == 1
+    ).key
+
+    def objective(trial: optuna.Trial) -> None:
+        if op.current_transition(trial).transition.key == doomed:
+            raise op.TransitionFailed("diverged")
+        SimulatedObjective(seed=0)(trial)
+
+    study = _study(graph)
+    op.run_worker(study, objective, **_fast(), timeout=120)
+    progress = op.get_progress(study)
+    assert progress.is_complete
+    skipped = [s for s in progress.statuses.values() if "unreachable" in s.reason]
+    assert skipped, "transitions out of a state nothing reaches are skipped, not waited for"
+    for status in skipped:
+        assert all(t.state == TrialState.FAIL for t in status.trials)
+        assert status.trials[-1].system_attrs[KEY_OUTCOME]["status"] == "skipped"
+    assert op.get_plan(study).goal == graph.goal_states[0]
