@@ -123,6 +123,10 @@ def run_worker(
     sampler.check_study(study, {"pruner": pruner.config()})
     worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
     deadline = None if timeout is None else time.monotonic() + timeout
+    if not study._storage.get_all_trials(study._study_id, deepcopy=False):
+        # Workers started together would each enqueue every transition; a random pause lets
+        # the first one's trials appear before the others look (duplicates are retired anyway).
+        time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
     wait = poll_interval
     done = 0
     while max_transitions is None or done < max_transitions:

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._storage import create_storage
 from optuna_opplan._study import create_planning_study
 from optuna_opplan._worker import get_plan
 from optuna_opplan._worker import run_worker
@@ -72,7 +73,10 @@ def main(*, workdir: str | None = None, simulate: bool = False, seed: int = 0) -
     """Run the demo; returns the exit code."""
     workdir = os.path.abspath(workdir or "opplan-demo")
     os.makedirs(workdir, exist_ok=True)
-    url = f"sqlite:///{os.path.join(workdir, 'opplan.db')}"
+    # The journal file: measured faster than SQLite for workers' scans and claims
+    # (benchmarks/results/storage_choice.md), safe with several processes, and
+    # optuna-dashboard opens it by path.
+    url = os.path.join(workdir, "opplan.log")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if simulate:
         return _simulated(url, seed)
@@ -116,7 +120,8 @@ def _video(workdir: str, url: str) -> int:
             f.write(DEMO_CONFIG)
     config = PlanConfig.from_file(config_path)
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    _say(f"[1/5] synthetic videos: generating or reusing {config.path('cache')} ...")
+    cache = config.path(config.section("dataset")["cache_dir"])
+    _say(f"[1/5] synthetic videos: generating (once) or reusing {cache} ...")
     splits = _setup.build_splits(config)
     _say(
         f"      {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test "
@@ -124,7 +129,11 @@ def _video(workdir: str, url: str) -> int:
     )
     sampler, pruner = _setup.build_planning(config)
     study = optuna.create_study(
-        storage=url, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
+        storage=create_storage(url),
+        study_name=name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
     )
     _setup.attach_config(study, config)
     grid = _grid.create_grid_study(study, config)
