@@ -22,13 +22,16 @@ import datetime
 import os
 from pathlib import Path
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data import RandomSampler
 
 from optuna_opplan.video import VideoDataset
 from optuna_opplan.video.synthetic import ensure_dataset
@@ -57,19 +60,14 @@ def tiny_model(num_classes: int) -> nn.Module:
     )
 
 
-def loader_for(dataset: VideoDataset) -> DataLoader[Any]:
-    return DataLoader(
-        dataset,
-        batch_size=BATCH_SIZE,
-        shuffle=True,
-        num_workers=WORKERS,
-        persistent_workers=False,
-        drop_last=True,
-    )
+def loader_for(dataset: VideoDataset, batches: int) -> DataLoader[Any]:
+    # Drawn with replacement so a measurement may run longer than one epoch of the set.
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batches * BATCH_SIZE)
+    return DataLoader(dataset, batch_size=BATCH_SIZE, sampler=sampler, num_workers=WORKERS)
 
 
 def clips_per_second(dataset: VideoDataset, batches: int) -> float:
-    iterator = iter(loader_for(dataset))
+    iterator = iter(loader_for(dataset, batches + 1))
     next(iterator)
     start = time.perf_counter()
     for _ in range(batches):
@@ -81,7 +79,7 @@ def wait_share(dataset: VideoDataset, steps: int) -> tuple[float, float]:
     model = tiny_model(len(dataset.classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     loss_fn = nn.CrossEntropyLoss()
-    iterator = iter(loader_for(dataset))
+    iterator = iter(loader_for(dataset, steps + 1))
     clips, labels = next(iterator)
     waited = 0.0
     start = time.perf_counter()
@@ -114,7 +112,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default="/tmp/opplan-bench-cache")
+    parser.add_argument(
+        "--cache-dir", default=None, help="reuse a cache (default: a fresh one, timed)"
+    )
     parser.add_argument("--batches", type=int, default=25)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
@@ -122,7 +122,8 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
-    data = ensure_dataset(args.cache_dir, flavour="motion")
+    cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="opplan-loader-")
+    data = ensure_dataset(cache_dir, flavour="motion")
     prepare = time.perf_counter() - start
     base = VideoDataset.from_list_file(data.root, data.train_list, data.class_file)
 
@@ -142,6 +143,10 @@ def main() -> None:
             training.append((sampling, length, share, step))
             print(f"train {sampling:11s} {length:3d} frames: wait {share:6.1%}", flush=True)
 
+    num_videos = len(base) + len(data.test_list.read_text().splitlines())
+    label = f"cache {cache_dir}" if args.cache_dir else f"{num_videos} videos generated"
+    if not args.cache_dir:
+        shutil.rmtree(cache_dir)
     command = " ".join([".venv/bin/python -m benchmarks.loader", *sys.argv[1:]])
     lines = [
         "# Loader benchmark",
@@ -153,7 +158,7 @@ def main() -> None:
         "(other processes share the cores; higher load means lower numbers)",
         "",
         f"Data: synthetic `motion` defaults, {len(base)} training videos of 64..128 frames at "
-        f"64 x 64 (cache ready in {prepare:.1f} s). DataLoader: {WORKERS} workers, batch "
+        f"64 x 64; {label} in {prepare:.1f} s. DataLoader: {WORKERS} workers, batch "
         f"{BATCH_SIZE}, train mode (random scale 64..80, 56 x 56 crop, flip).",
         "",
         "## Loader throughput (decode + augment, no model)",
