@@ -158,6 +158,11 @@ def test_generate_rejects_bad_settings(tmp_path: Path, kwargs: dict, message: st
         generate(tmp_path / "x", **kwargs)
 
 
+def test_generate_rejects_a_size_decord_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="decord cannot read back 48 x 48"):
+        generate(tmp_path, flavour="motion", **{**TINY, "size": 48})
+
+
 def test_generate_refuses_a_non_empty_root(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="empty"):

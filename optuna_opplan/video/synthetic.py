@@ -165,7 +165,8 @@ def generate(
         num_classes: 2..56 for ``"temporal"``; an even number in 2..16 for ``"motion"``.
         videos_per_class: Videos per class, train and test together.
         num_frames: Inclusive range of video lengths, drawn per video.
-        size: Frame height and width (even, at least 32: decord 0.6 fails on smaller frames).
+        size: Frame height and width: even, at least 32, and a size decord 0.6 reads back
+            (it fails on 48 and 72, say); checked on the first video.
         seed: Everything is a function of the settings, this seed included.
         test_fraction: Share of each class's videos in the test list (at least one each).
         fps: Frame rate written into the files.
@@ -199,6 +200,8 @@ def generate(
             relative = f"{split}/{name}/{name}_{index:04d}.mp4"
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             write_video(out / relative, frames, fps)
+            if not lines["train"] and not lines["test"]:
+                _check_readable(out / relative, size)
             lines[split].append(f"{relative} {label}")
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in classes))
     for split, split_lines in lines.items():
@@ -247,6 +250,19 @@ def ensure_dataset(cache_dir: str | os.PathLike[str], **settings: Any) -> Synthe
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return _describe(root, data.classes, full)
+
+
+def _check_readable(path: Path, size: int) -> None:
+    import decord
+
+    try:
+        decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_batch([0])
+    except decord.DECORDError as error:
+        # decord 0.6 mis-sizes its frame buffer for some widths (48 and 72 among them).
+        raise ValueError(
+            f"decord cannot read back {size} x {size} videos ({str(error).splitlines()[0]}); "
+            "choose another `size`, e.g. 64."
+        ) from error
 
 
 def _defaults() -> dict[str, Any]:
