@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,28 +27,28 @@ DEMO_CONFIG = """\
 # The embedded demo: small enough to plan and grid-search on 2 CPU cores in minutes.
 [graph]
 preset = "extended"
-clip_lengths = [8, 16]
-learning_rates = [0.1, 0.01]
+clip_lengths = [4, 8]
+learning_rates = [0.05, 0.005]
 samplings = ["consecutive", "uniform"]
 
 [knee]
-delay = 3
-max_epochs = 12
+delay = 2
+max_epochs = 8
 
 [dataset]
 synthetic = "motion"
 cache_dir = "cache"
 num_classes = 4
 videos_per_class = 30
-crop_size = 48
-scale_min = 52
-scale_max = 60
-eval_short_side = 52
+crop_size = 32
+scale_min = 36
+scale_max = 44
+eval_short_side = 36
 num_test_clips = 3
 
 [model]
 name = "dg_p3d_resnet18"
-width_multiplier = 0.25
+width_multiplier = 0.125
 stem_temporal_stride = 1
 
 [trainer]
@@ -58,10 +59,10 @@ num_workers = 2
 path = "artifacts"
 
 [grid]
-total_epochs = [8, 16]
+total_epochs = [4, 8]
 decays = ["step", "cosine"]
 samplings = ["consecutive", "uniform"]
-base_lr = 0.1
+base_lr = 0.05
 """
 
 
@@ -108,22 +109,36 @@ def _simulated(url: str, seed: int) -> int:
 
 
 def _video(workdir: str, url: str) -> int:
-    from optuna_opplan.video import _compare
-    from optuna_opplan.video import _grid
-    from optuna_opplan.video import _setup
     from optuna_opplan.video._config import PlanConfig
 
-    started = time.monotonic()
     config_path = os.path.join(workdir, "plan.toml")
     if not os.path.exists(config_path):
         with open(config_path, "w") as f:
             f.write(DEMO_CONFIG)
     config = PlanConfig.from_file(config_path)
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_end_to_end(config, url, name, figures_dir=os.path.join(workdir, "compare"))
+    _say(f"storage: {url}")
+    _say(f"study: {name}")
+    _say(f"dashboard: optuna-dashboard {url}")
+    _say(f"compare again: opplan compare --storage {url} --study-name {name}")
+    return 0
+
+
+def run_end_to_end(
+    config: Any, url: str, name: str, *, figures_dir: str, say: Any = _say
+) -> dict[str, Any]:
+    """Generate data, plan, train the grid baseline and compare; returns the comparison
+    (``opplan compare --json``'s content) plus wall times."""
+    from optuna_opplan.video import _compare
+    from optuna_opplan.video import _grid
+    from optuna_opplan.video import _setup
+
+    started = time.monotonic()
     cache = config.path(config.section("dataset")["cache_dir"])
-    _say(f"[1/5] synthetic videos: generating (once) or reusing {cache} ...")
+    say(f"[1/5] synthetic videos: generating (once) or reusing {cache} ...")
     splits = _setup.build_splits(config)
-    _say(
+    say(
         f"      {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test "
         f"videos, {len(splits.train.classes)} classes ({time.monotonic() - started:.0f}s)"
     )
@@ -137,46 +152,52 @@ def _video(workdir: str, url: str) -> int:
     )
     _setup.attach_config(study, config)
     grid = _grid.create_grid_study(study, config)
-    _say(f"storage: {url}")
-    _say(f"study: {name}")
-    _say(f"grid study: {grid.study_name}")
+    say(f"storage: {url}")
+    say(f"study: {name}")
+    say(f"grid study: {grid.study_name}")
     graph = sampler.graph
-    _say(
-        f"[2/5] planning: {len(graph.transitions)} transitions on {graph.rule_name} graph "
-        f"(critical path {len(graph.critical_path())}); one line per epoch:"
+    say(
+        f"[2/5] planning: {len(graph.transitions)} transitions on the {graph.rule_name} graph "
+        f"(critical path {len(graph.critical_path())}); a line per epoch:"
     )
     trainer = _setup.build_trainer(config, splits)
     total = len(graph.transitions)
 
     def counted(trial: optuna.Trial) -> None:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        _say(f"  transition {done + 1}/{total} (trial {trial.number})")
+        say(f"  transition {done + 1}/{total} (trial {trial.number}), {_elapsed(started)}")
         trainer(trial)
 
     run_worker(study, counted, poll_interval=0.05)
-    plan = get_plan(study)
-    _say(f"      planned in {time.monotonic() - started:.0f}s so far:\n{plan}")
-    _say(f"[3/5] grid baseline: {len(grid.trials)} hand-tuned schedules")
+    planning_seconds = time.monotonic() - started
+    say(f"      planned in {_elapsed(started)}:\n{get_plan(study)}")
+    say(f"[3/5] grid baseline: {len(grid.trials)} hand-tuned schedules, {_elapsed(started)}")
     _grid.run_grid_worker(grid, _grid.GridObjective(config, splits))
-    _say("[4/5] compare on the test split (multi-view)")
+    grid_seconds = time.monotonic() - started - planning_seconds
+    say(f"[4/5] compare on the test split (multi-view), {_elapsed(started)}")
     result = _compare.compare(study, grid, config, splits)
-    figures = _compare.comparison_figures(result, os.path.join(workdir, "compare"))
+    figures = _compare.comparison_figures(result, figures_dir)
     _compare.publish_comparison(grid, result)
-    _say(_compare.comparison_table(result))
-    _say(f"figures: {figures['png']} {figures['html']}")
-    _say("[5/5] dashboard views")
+    say(_compare.comparison_table(result))
+    say(f"figures: {figures['png']} {figures['html']}")
+    say("[5/5] dashboard views")
     try:
         from optuna_opplan import dashboard
 
         dashboard.publish(study)
     except ImportError as exc:  # optuna-dashboard is an optional extra
-        _say(f"      skipped ({exc})")
-    _say(f"done in {time.monotonic() - started:.0f}s")
-    _say(f"storage: {url}")
-    _say(f"study: {name}")
-    _say(f"dashboard: optuna-dashboard {url}")
-    _say(f"compare again: opplan compare --storage {url} --study-name {name}")
-    return 0
+        say(f"      skipped ({exc})")
+    say(f"done in {_elapsed(started)}")
+    return {
+        **result,
+        "wall_seconds": {"planning": planning_seconds, "grid": grid_seconds},
+        "figures": figures,
+    }
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 if __name__ == "__main__":
