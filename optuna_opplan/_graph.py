@@ -103,8 +103,7 @@ class TransitionGraph:
             # instead of every pair of states, which would be quadratic in the states.
             by_levels = {self._levels(s): s for s in all_states}
             edges = {
-                s: [t for t in self._neighbours(s, by_levels) if allowed(s, t)]
-                for s in all_states
+                s: [t for t in self._neighbours(s, by_levels) if allowed(s, t)] for s in all_states
             }
         else:
             edges = {s: [t for t in all_states if t != s and allowed(s, t)] for s in all_states}
@@ -146,7 +145,9 @@ class TransitionGraph:
             for state in kept:
                 value = cost(state)
                 if not isinstance(value, (int, float)) or not value > 0:
-                    raise ValueError(f"`cost` must be positive, but cost({state.key}) = {value!r}.")
+                    raise ValueError(
+                        f"`cost` must be positive, but cost({state.key}) = {value!r}."
+                    )
         self._height = _longest_to_goal(kept, self._successors, set(goal_states))
         weight = self._cost or (lambda _: 1.0)
         work = _longest_to_goal(kept, self._successors, set(goal_states), weight)
@@ -397,9 +398,7 @@ class TransitionGraph:
     def _levels(self, state: State) -> tuple[int, ...]:
         return tuple(axis.level(v) for axis, (_, v) in zip(self.axes, state.items))
 
-    def _neighbours(
-        self, state: State, by_levels: dict[tuple[int, ...], State]
-    ) -> list[State]:
+    def _neighbours(self, state: State, by_levels: dict[tuple[int, ...], State]) -> list[State]:
         levels = self._levels(state)
         found = []
         for deltas in itertools.product((-1, 0, 1), repeat=len(levels)):

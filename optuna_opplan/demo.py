@@ -32,14 +32,14 @@ learning_rates = [0.05, 0.005]
 samplings = ["consecutive", "uniform"]
 
 [knee]
-delay = 2
-max_epochs = 8
+delay = 3
+max_epochs = 10
 
 [dataset]
 synthetic = "motion"
 cache_dir = "cache"
 num_classes = 4
-videos_per_class = 30
+videos_per_class = 32
 crop_size = 32
 scale_min = 36
 scale_max = 44
@@ -52,14 +52,14 @@ width_multiplier = 0.125
 stem_temporal_stride = 1
 
 [trainer]
-batch_size = 16
+batch_size = 4
 num_workers = 2
 
 [artifacts]
 path = "artifacts"
 
 [grid]
-total_epochs = [4, 8]
+total_epochs = [6]
 decays = ["step", "cosine"]
 samplings = ["consecutive", "uniform"]
 base_lr = 0.05

@@ -6,6 +6,10 @@ from optuna_opplan.video._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 
+from optuna_opplan.video._checkpoint import CheckpointError  # noqa: E402
+from optuna_opplan.video._checkpoint import CheckpointStore  # noqa: E402
+from optuna_opplan.video._config import ConfigError  # noqa: E402
+from optuna_opplan.video._config import PlanConfig  # noqa: E402
 from optuna_opplan.video._dataset import VideoDataset  # noqa: E402
 from optuna_opplan.video._errors import VideoReadError  # noqa: E402
 from optuna_opplan.video._listfile import VIDEO_EXTENSIONS  # noqa: E402
@@ -16,10 +20,28 @@ from optuna_opplan.video._listfile import scan_class_folders  # noqa: E402
 from optuna_opplan.video._sampling import SAMPLINGS  # noqa: E402
 from optuna_opplan.video._sampling import sample_clip_indices  # noqa: E402
 from optuna_opplan.video._sampling import sample_test_clips  # noqa: E402
+from optuna_opplan.video._schedule import Schedule  # noqa: E402
+from optuna_opplan.video._schedule import Stage  # noqa: E402
 from optuna_opplan.video._split import split_train_val  # noqa: E402
+from optuna_opplan.video._trainer import ScheduleResult  # noqa: E402
+from optuna_opplan.video._trainer import TrainerConfig  # noqa: E402
+from optuna_opplan.video._trainer import TransitionTrainer  # noqa: E402
+from optuna_opplan.video._trainer import evaluate  # noqa: E402
+from optuna_opplan.video._trainer import train_schedule  # noqa: E402
 from optuna_opplan.video._transforms import ClipTransform  # noqa: E402
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointStore",
+    "ConfigError",
+    "PlanConfig",
+    "Schedule",
+    "ScheduleResult",
+    "Stage",
+    "TrainerConfig",
+    "TransitionTrainer",
+    "evaluate",
+    "train_schedule",
     "ClipTransform",
     "SAMPLINGS",
     "VIDEO_EXTENSIONS",
