@@ -293,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *_table(rows),
         "",
+        f"Where GridSampler's duplicates come from (optuna {optuna.__version__}): trial number "
+        "i < 36 gets grid point i, so the first 36 trials never collide; a worker that finds "
+        "no unstarted point then re-runs a point still running elsewhere (GridSampler wants "
+        "every point finished before it stops), so the tail of each run is duplicated work, "
+        "growing with the number of workers. A storage that serialises transactions "
+        "(`op.create_storage`'s SQLite) does not help: the duplicates are the sampler's "
+        "choice. PlanningSampler claims a pre-enqueued trial per transition with an atomic "
+        "WAITING -> RUNNING change, and an idle worker waits instead of re-running.",
+        "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
