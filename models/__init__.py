@@ -10,7 +10,7 @@ output.
 
 from __future__ import annotations
 
-from optuna_opplan.video._compat import ensure_torchvision_importable
+from ._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

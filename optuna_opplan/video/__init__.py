@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optuna_opplan.video._compat import ensure_torchvision_importable
+from optuna_opplan.models._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 
