@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_postgres_bin"]
@@ -66,6 +67,7 @@ class PostgresServer:
         self.tmp = ""
         self.port = 0
         self._user: pwd.struct_passwd | None = None
+        self._options = ""
 
     # ------------------------------------------------------------------------ lifecycle
     def start(self) -> PostgresServer:
@@ -98,6 +100,7 @@ class PostgresServer:
             log = os.path.join(self.tmp, "server.log")
             try:
                 self._run("pg_ctl", "-D", data, "-l", log, "-w", "-o", options, "start")
+                self._options = options
                 return self
             except PostgresUnavailable as exc:
                 last_error = str(exc)
@@ -117,11 +120,12 @@ class PostgresServer:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = ""
 
-    def restart(self, mode: str = "fast") -> None:
+    def restart(self, mode: str = "fast", *, down_seconds: float = 0.0) -> None:
         """Restart the server on the same port and data: every open connection is cut.
 
         ``mode`` is ``pg_ctl``'s shutdown mode: ``"fast"`` (abort sessions, clean shutdown) or
-        ``"immediate"`` (like a crash: recovery on start).
+        ``"immediate"`` (like a crash: recovery on start). With ``down_seconds`` the server
+        stays stopped that long, so clients also meet refused connections.
         """
         if not self.tmp:
             raise PostgresUnavailable("The server is not running: start() it first.")
@@ -129,7 +133,12 @@ class PostgresServer:
         log = os.path.join(self.tmp, "server.log")
         # pg_ctl restart reuses the start options (postmaster.opts); -l keeps the server's
         # output off our pipe, which would otherwise never reach end-of-file.
-        self._run("pg_ctl", "-D", data, "-l", log, "-m", mode, "-w", "restart")
+        if down_seconds <= 0:
+            self._run("pg_ctl", "-D", data, "-l", log, "-m", mode, "-w", "restart")
+            return
+        self._run("pg_ctl", "-D", data, "-m", mode, "-w", "stop")
+        time.sleep(down_seconds)
+        self._run("pg_ctl", "-D", data, "-l", log, "-w", "-o", self._options, "start")
 
     def __enter__(self) -> PostgresServer:
         return self.start()
