@@ -29,6 +29,7 @@ from optuna_opplan._study import create_planning_study
 from optuna_opplan._study import load_planning_study
 from optuna_opplan._transition import Transition
 from optuna_opplan._worker import PlanIncompleteError
+from optuna_opplan._worker import StorageUnavailableError
 from optuna_opplan._worker import TransitionFailed
 from optuna_opplan._worker import get_plan
 from optuna_opplan._worker import get_progress
@@ -48,6 +49,7 @@ __all__ = [
     "PlanningSampler",
     "Progress",
     "State",
+    "StorageUnavailableError",
     "Transition",
     "TransitionFailed",
     "TransitionGraph",

@@ -11,9 +11,11 @@ from typing import Any
 import uuid
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
 from optuna.trial import TrialState
+import sqlalchemy.exc
 
 from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
@@ -30,6 +32,8 @@ from optuna_opplan._pruner import KneePointPruner
 from optuna_opplan._result import TransitionResult
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._storage import harden_storage
+from optuna_opplan._storage import redact
+from optuna_opplan._storage import storage_label
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 
@@ -42,6 +46,20 @@ class TransitionFailed(Exception):
     Use it for failures that a retry would repeat: a loss that turned NaN, a diverged run.
     Any other exception counts as a transient failure and the transition is tried again.
     """
+
+
+class StorageUnavailableError(RuntimeError):
+    """The study's storage kept failing (a database down longer than the worker waits)."""
+
+
+# A worker that meets a storage error (a restarted database server, a dropped connection)
+# waits and scans again, up to STORAGE_RETRIES times in a row with doubling pauses from
+# STORAGE_BACKOFF to MAX_STORAGE_BACKOFF seconds (about 45 s in all), then gives up with a
+# StorageUnavailableError. A transition interrupted by the error fails and is retried.
+STORAGE_RETRIES = 8
+STORAGE_BACKOFF = 0.5
+MAX_STORAGE_BACKOFF = 10.0
+_STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError)
 
 
 class PlanIncompleteError(RuntimeError):
@@ -83,6 +101,8 @@ def run_worker(
     transition is finished. A transition whose worker stops sending heartbeats for
     ``grace_period`` seconds (a killed process, a lost machine) is failed and tried again by
     another worker; so is one whose objective raises (up to the sampler's ``max_retries``).
+    A storage error (a database server restarting) makes the worker wait and scan again, with
+    backoff, up to ``STORAGE_RETRIES`` times in a row; a transition it interrupted is retried.
 
     The objective gets a trial per transition; see :func:`current_transition` for what to
     train and :class:`KneePointPruner` for when to stop. Its return value is ignored: the
@@ -104,6 +124,9 @@ def run_worker(
 
     Returns:
         The number of transitions this worker finished.
+
+    Raises:
+        StorageUnavailableError: if the storage kept failing through every retry.
     """
     sampler, pruner = _planning(study)
     for name, value in (
@@ -129,16 +152,24 @@ def run_worker(
         time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
     wait = poll_interval
     done = 0
+    storage_failures = 0
     while max_transitions is None or done < max_transitions:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        progress = sampler.progress(study)
-        if progress.is_complete:
-            _logger.info(f"Plan complete: {progress.counts()}.")
-            break
-        if worker.fail_stale(progress) or sampler.reconcile(study, progress):
+        try:
+            progress = sampler.progress(study)
+            if progress.is_complete:
+                _logger.info(f"Plan complete: {progress.counts()}.")
+                break
+            if worker.fail_stale(progress) or sampler.reconcile(study, progress):
+                storage_failures = 0
+                continue
+            outcome = worker.try_one(progress)
+        except _STORAGE_ERRORS as exc:
+            storage_failures += 1
+            _storage_pause(study, exc, storage_failures)
             continue
-        outcome = worker.try_one(progress)
+        storage_failures = 0
         if outcome == "ran":
             done += 1
             wait = poll_interval
@@ -147,6 +178,30 @@ def run_worker(
             time.sleep(wait * random.uniform(0.75, 1.25))
             wait = min(wait * 1.5, max_poll_interval)
     return done
+
+
+def _storage_pause(study: Study, exc: Exception, failures: int) -> None:
+    """Wait before the next scan after a storage error, or give up after too many."""
+    label = storage_label(study._storage)
+    # The root cause's first line (Optuna's StorageInternalError hides it behind a generic
+    # message; SQLAlchemy appends the statement and its parameters), password masked.
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = str(cause).strip().splitlines()
+    error = redact(f"{type(exc).__name__}: {lines[0] if lines else type(cause).__name__}")
+    if failures > STORAGE_RETRIES:
+        # Not chained: the driver's exception may quote connection details.
+        raise StorageUnavailableError(
+            f"The storage {label} failed {failures} times in a row; last error: {error}. "
+            "The study is consistent: start the worker again once the storage is back."
+        ) from None
+    pause = min(STORAGE_BACKOFF * 2 ** (failures - 1), MAX_STORAGE_BACKOFF)
+    _logger.warning(
+        f"Storage {label} failed ({error}); attempt {failures} of {STORAGE_RETRIES} to carry "
+        f"on in {pause:.1f}s."
+    )
+    time.sleep(pause * random.uniform(0.75, 1.25))
 
 
 def get_plan(study: Study, *, partial: bool = False) -> Plan:
