@@ -106,7 +106,7 @@ class Plan:
         stage  sampling  clip_length    lr  epochs   score  trial
         -----  --------  -----------  ----  ------  ------  -----
             1   uniform            8   0.1      10  0.5000      -
-            2   uniform           16   0.1      10  0.8000      -
+            2   uniform           16   0.1      10  0.7000      -
             3   uniform           16  0.01      10  1.0000      -
         total                                   30  1.0000
     """

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import optuna_opplan as op
-from optuna_opplan.models import register_model
+from optuna_opplan.models._registry import _BUILDERS
 from optuna_opplan.video import ClipTransform
 from optuna_opplan.video import VideoDataset
 from optuna_opplan.video import split_train_val
@@ -154,10 +154,11 @@ class _NaNNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3, 4))) * float("nan")
 
 
-register_model("test_nan_net", lambda *, num_classes, **_: _NaNNet(num_classes))
-
-
-def test_a_nan_loss_fails_the_edge_without_retry(splits, tmp_path) -> None:
+def test_a_nan_loss_fails_the_edge_without_retry(splits, tmp_path, monkeypatch) -> None:
+    # Registered for this test only: the registry is shared with the model tests.
+    monkeypatch.setitem(
+        _BUILDERS, "test_nan_net", lambda *, num_classes, **_: _NaNNet(num_classes)
+    )
     train, val, _ = splits
     graph = op.TransitionGraph.basic(
         clip_lengths=(4,), learning_rates=(0.05,), samplings=("uniform",)
