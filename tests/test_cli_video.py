@@ -99,6 +99,23 @@ def test_init_workers_status_plan_grid_compare(workdir: Path) -> None:
     assert (workdir / "cmp" / "compare.png").stat().st_size > 1000
     assert (workdir / "cmp" / "compare.html").exists()
 
+    # The found plan trains again from scratch on another network.
+    (workdir / "plan.json").write_text(json.dumps(plan))
+    out = _opplan(
+        "replay",
+        "--plan",
+        "plan.json",
+        "--config",
+        "plan.toml",
+        "--model",
+        "g_p3d_resnet18",
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr
+    replayed = json.loads(out.stdout[out.stdout.index("{") :])
+    assert 0.0 <= replayed["test_accuracy"] <= 1.0
+    assert replayed["schedule"]["total_epochs"] == sum(s["epochs"] for s in plan["stages"])
+
     # A worker with another config is refused, naming the key, and changes nothing.
     (workdir / "other.toml").write_text(
         TINY_CONFIG.format(cache=workdir / "cache").replace("delay = 1", "delay = 2")
