@@ -1,0 +1,586 @@
+"""Fault injection: killed workers, a restarted PostgreSQL server, failing artifact stores.
+
+Each test breaks something on purpose and then checks the study, not just the exit codes: every
+transition is COMPLETE exactly once, none is left RUNNING or WAITING, finished transitions never
+start again, and the plan equals the plan of an undisturbed run with the same seed.
+
+The worker processes are ``tests/_worker_main.py`` (which logs every objective START and
+FINISH); this file run as a script is that worker plus fault hooks (``--kill-at``) that SIGKILL
+the worker at a chosen point of the engine's loop.
+
+Grace periods are at least 3 s: shorter ones make a starved worker on a loaded CI machine look
+dead and get its live transition run twice, which these tests would then (rightly) report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+import contextlib
+import errno
+import io
+import json
+import os
+from pathlib import Path
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+from typing import BinaryIO
+
+import _worker_main as wm
+import optuna
+from optuna.exceptions import StorageInternalError
+from optuna.trial import TrialState
+import pytest
+import sqlalchemy.exc
+from test_concurrency import GRAPH
+from test_concurrency import SEED
+from test_concurrency import SETTINGS
+from test_concurrency import Fleet
+from test_concurrency import _plan_summary
+
+import optuna_opplan as op
+from optuna_opplan import _worker as worker_module
+from optuna_opplan._progress import KEY_OUTCOME
+from optuna_opplan._progress import KEY_STALE
+from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan.simulation import SimulatedObjective
+from optuna_opplan.testing import PostgresServer
+
+HERE = Path(__file__)
+WORKER_MAIN = str(HERE.with_name("_worker_main.py"))
+HEARTBEAT_INTERVAL = 0.2
+GRACE = 3.0
+# How long a whole fleet may take before the test calls it a deadlock.
+WAIT_SECONDS = 240.0
+
+# ---------------------------------------------------------------------------- fault worker
+# Points of the engine's loop where --kill-at can SIGKILL the worker process.
+PHASES = ("before-tell", "after-tell")
+# Which transition the kill hits: the first told one whose target has outgoing transitions
+# (so the next claim depends on it), or the last transition into a state with several.
+TARGETS = ("feeding", "last-into-state")
+
+
+def _key(study: optuna.Study, trial: optuna.Trial) -> str:
+    return str(study._storage.get_trial_system_attrs(trial._trial_id)[KEY_TRANSITION])
+
+
+def _matches(study: optuna.Study, trial: optuna.Trial, which: str) -> bool:
+    graph: op.TransitionGraph = study.sampler.graph  # type: ignore[attr-defined]
+    key = _key(study, trial)
+    target = graph.transition(key).target
+    if which == "feeding":
+        return any(t.source == target for t in graph.transitions)
+    incoming = [t for t in graph.transitions if t.target == target]
+    if len(incoming) < 2:
+        return False
+    statuses = op.get_progress(study).statuses
+    return all(statuses[t.key].finished for t in incoming if t.key != key)
+
+
+def _install_kill(phase: str, which: str, marker: str) -> None:
+    """SIGKILL this process at ``phase`` of the first transition matching ``which``.
+
+    The marker file is created exclusively, so across a fleet (and its restarts) exactly one
+    worker dies; it records the trial and transition hit, for the test to check.
+    """
+    tell = optuna.Study.tell
+
+    def die(study: optuna.Study, trial: optuna.Trial) -> None:
+        if os.path.exists(marker) or not _matches(study, trial, which):
+            return
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        hit = {"trial": trial.number, "key": _key(study, trial)}
+        os.write(fd, json.dumps(hit).encode())
+        os.fsync(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def patched(self: optuna.Study, trial: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if phase == "before-tell":  # result and outcome recorded, trial still RUNNING
+            die(self, trial)
+        told = tell(self, trial, *args, **kwargs)
+        if phase == "after-tell":  # COMPLETE, before this worker's next scan and claim
+            die(self, trial)
+        return told
+
+    optuna.Study.tell = patched  # type: ignore[method-assign]
+
+
+def fault_worker_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description="tests/_worker_main.py with fault hooks")
+    parser.add_argument("--kill-at", metavar="PHASE:TARGET")
+    parser.add_argument("--marker")
+    args, rest = parser.parse_known_args(argv)
+    if args.kill_at:
+        phase, _, which = args.kill_at.partition(":")
+        assert phase in PHASES and which in TARGETS and args.marker, args
+        _install_kill(phase, which, args.marker)
+    return wm.main(rest)
+
+
+# ------------------------------------------------------------------------------- helpers
+def _args(storage: str, log: Path, *extra: str, epoch_seconds: float | None = None) -> list[str]:
+    seconds = SETTINGS["epoch_seconds"] if epoch_seconds is None else epoch_seconds
+    return [
+        sys.executable,
+        str(HERE),
+        *("--storage", storage, "--study", "plan", "--log", str(log), "--graph", GRAPH),
+        *("--seed", str(SEED), "--epoch-seconds", str(seconds)),
+        *("--delay", str(SETTINGS["delay"]), "--max-epochs", str(SETTINGS["max_epochs"])),
+        *("--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--grace-period", str(GRACE)),
+        "--no-create",
+        *extra,
+    ]
+
+
+def _study(url: str, *, create: bool = False) -> optuna.Study:
+    return wm.make_study(
+        url,
+        "plan",
+        graph=GRAPH,
+        delay=SETTINGS["delay"],
+        max_epochs=SETTINGS["max_epochs"],
+        create=create,
+    )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.kill_all()
+
+
+@pytest.fixture(scope="module")
+def reference_plan() -> dict[str, Any]:
+    """The plan of one undisturbed in-process worker with the same seed and settings."""
+    study = _study(optuna.storages.InMemoryStorage(), create=True)
+    op.run_worker(study, SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"]))
+    return _plan_summary(op.get_plan(study))
+
+
+def _wait_for(what: str, fleet: Fleet, ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not ready():
+        if time.monotonic() > deadline or all(p.poll() is not None for p in fleet.procs):
+            pytest.fail(f"{what} never happened\n{fleet.output()}")
+        time.sleep(0.05)
+
+
+def _wait_ok(fleet: Fleet, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    for proc in procs:
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            fleet.kill_all()
+            pytest.fail(f"a worker did not finish within {WAIT_SECONDS}s\n{fleet.output()}")
+        assert code == 0, fleet.output()
+
+
+def _starts(rows: Sequence[tuple[str, int, str, int, int]]) -> Counter[str]:
+    return Counter(key for event, _, key, _, _ in rows if event == "START")
+
+
+def _check_outcome(study: optuna.Study, reference: dict[str, Any]) -> None:
+    """Every transition COMPLETE exactly once, nothing left over, the undisturbed plan."""
+    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
+    trials = study.get_trials(deepcopy=False)
+    complete = Counter(
+        t.system_attrs.get(KEY_TRANSITION) for t in trials if t.state == TrialState.COMPLETE
+    )
+    assert complete == Counter(keys), "every transition must have exactly one COMPLETE trial"
+    assert [t.number for t in trials if not t.state.is_finished()] == []
+    assert _plan_summary(op.get_plan(study)) == reference
+
+
+# ------------------------------------------------------------------------ killed workers
+def test_every_worker_killed_then_restarted_resumes_from_storage(
+    fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    log = tmp_path / "starts.log"
+    _study(url, create=True)
+    # The held transition keeps one worker busy mid-transition, so the kill always finds work
+    # in flight (its retry, attempt 2, is not held).
+    held = wm.GRAPHS[GRAPH]().critical_path()[1].key
+    args = _args(url, log, "--hold", f"{held}=120")
+    first = [fleet.start(args) for _ in range(3)]
+
+    def in_flight() -> bool:
+        rows = wm.parse_log(str(log))
+        return held in _starts(rows) and sum(r[0] == "FINISH" for r in rows) >= 4
+
+    _wait_for(f"{held} started after 4 finished transitions", fleet, in_flight)
+    for proc in first:
+        proc.send_signal(signal.SIGKILL)
+    assert [p.wait(timeout=30) for p in first] == [-signal.SIGKILL] * 3
+
+    study = _study(url)
+    before = study.get_trials(deepcopy=False)
+    done = {t.system_attrs[KEY_TRANSITION] for t in before if t.state == TrialState.COMPLETE}
+    abandoned = [t.number for t in before if t.state == TrialState.RUNNING]
+    assert done and abandoned, "the kill must land between finished and running transitions"
+    rows_before = len(wm.parse_log(str(log)))
+
+    _wait_ok(fleet, [fleet.start(args) for _ in range(2)])
+
+    study = _study(url)
+    _check_outcome(study, reference_plan)
+    restarted = _starts(wm.parse_log(str(log))[rows_before:])
+    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
+    # Finished transitions never start again; every other one starts exactly once more.
+    assert restarted == Counter(k for k in keys if k not in done)
+    for number in abandoned:
+        trial = study.trials[number]
+        assert trial.state == TrialState.FAIL
+        assert KEY_STALE in trial.system_attrs, "an abandoned trial carries the stale marker"
+
+
+@pytest.mark.parametrize(
+    ("phase", "which"),
+    [
+        # Between tell and the next claim: the transition is COMPLETE, its worker is gone.
+        ("after-tell", "feeding"),
+        # The last transition into a state completes and resolves it, then its worker dies:
+        # the state's outgoing transitions must become ready for the others.
+        ("after-tell", "last-into-state"),
+        # Result and outcome recorded, the trial not yet COMPLETE: a stale trial holding a
+        # result must be retried, never taken as done.
+        ("before-tell", "last-into-state"),
+    ],
+)
+def test_kill_around_completion_loses_and_repeats_nothing(
+    phase: str, which: str, fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    url = str(tmp_path / "plan.log")
+    log = tmp_path / "starts.log"
+    marker = tmp_path / "killed.json"
+    _study(url, create=True)
+    args = _args(url, log, "--kill-at", f"{phase}:{which}", "--marker", str(marker))
+    first = [fleet.start(args) for _ in range(2)]
+
+    _wait_for(f"a kill at {phase}:{which}", fleet, marker.exists)
+    killed = next(p for p in first if p.wait(timeout=30) == -signal.SIGKILL)
+    hit = json.loads(marker.read_text())
+    # The killed worker is restarted, as a supervisor would; the marker stops a second kill.
+    _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
+
+    study = _study(url)
+    _check_outcome(study, reference_plan)
+    rows = wm.parse_log(str(log))
+    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
+    trial = study.trials[hit["trial"]]
+    if phase == "after-tell":
+        # Told before the kill: nothing is run again.
+        assert trial.state == TrialState.COMPLETE
+        assert _starts(rows) == Counter(keys)
+    else:
+        # Killed before it was told: that attempt is abandoned and retried exactly once.
+        assert trial.state == TrialState.FAIL
+        assert KEY_STALE in trial.system_attrs
+        assert _starts(rows) == Counter(keys) + Counter([hit["key"]])
+        retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
+        assert retry[4] == 2, "the retry is the transition's second attempt"
+
+
+def _storage_error(url: str) -> None:
+    """Raise what Optuna's RDBStorage raises when the server drops the connection; the driver's
+    message quotes the URL with its password, as some drivers do."""
+    try:
+        raise sqlalchemy.exc.OperationalError(
+            "SELECT 1", None, ConnectionError(f"server at {url} closed the connection")
+        )
+    except sqlalchemy.exc.OperationalError as exc:
+        raise StorageInternalError("An exception is raised during the commit.") from exc
+
+
+@pytest.mark.parametrize(("failures", "completes"), [(3, True), (10**9, False)])
+def test_storage_errors_are_retried_a_bounded_number_of_times(
+    failures: int,
+    completes: bool,
+    postgres_server: PostgresServer,
+    postgres_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # The test server trusts every client: a password in the URL is accepted and ignored.
+    url = postgres_database_url.replace("postgres@", "postgres:secret@")
+    monkeypatch.setattr(worker_module, "STORAGE_RETRIES", 3)
+    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.01)
+    study = _study(url, create=True)
+    sampler = study.sampler
+    scan = sampler.progress
+    calls = []
+
+    def flaky_progress(study: optuna.Study) -> op.Progress:
+        calls.append(1)
+        if len(calls) <= failures:
+            _storage_error(url)
+        return scan(study)
+
+    monkeypatch.setattr(sampler, "progress", flaky_progress)
+    objective = SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"])
+    if completes:
+        n = len(wm.GRAPHS[GRAPH]().transitions)
+        assert op.run_worker(study, objective, poll_interval=0.01) == n
+    else:
+        with pytest.raises(op.StorageUnavailableError) as info:
+            op.run_worker(study, objective, poll_interval=0.01)
+        assert len(calls) == 4, "three retries, then give up"
+        message = str(info.value)
+        assert "failed 4 times in a row" in message
+        assert "closed the connection" in message, "the root cause, not Optuna's wrapper"
+        assert "postgres:***@" in message
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert study.get_trials(deepcopy=False) == [], "nothing was claimed or enqueued"
+    out, err = capfd.readouterr()
+    assert "attempt 1 of 3" in err
+    assert "secret" not in out + err
+
+
+# ------------------------------------------------------------------ failing artifact stores
+class FailingStore:
+    """An artifact store over a folder whose first ``failures`` writes stop half-way with
+    ENOSPC (a full disk), leaving a half-written artifact behind."""
+
+    def __init__(self, folder: Path, failures: int) -> None:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        self.inner = FileSystemArtifactStore(str(folder))
+        self.failures = failures
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.inner.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        if self.failures <= 0:
+            self.inner.write(artifact_id, content_body)
+            return
+        self.failures -= 1
+        data = content_body.read()
+        self.inner.write(artifact_id, io.BytesIO(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def remove(self, artifact_id: str) -> None:
+        self.inner.remove(artifact_id)
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` unwritable for this process while the block runs.
+
+    Root ignores permission bits, so as root the process takes the ``nobody`` user's identity
+    for the block instead (the folder belongs to root, mode 755).
+    """
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    folder.chmod(0o755)
+    nobody = pwd.getpwnam("nobody")
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+ARTIFACT_FAULTS = {
+    "store raising on write": ("raise", "OSError: [Errno 28] No space left on device"),
+    "read-only directory": ("read-only", "PermissionError: [Errno 13] Permission denied"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(ARTIFACT_FAULTS))
+@pytest.mark.parametrize("failures", [1, 10**9])
+def test_failing_checkpoint_upload_fails_the_transition_with_its_reason(
+    fault: str, failures: int, tmp_path: Path
+) -> None:
+    import torch
+
+    from optuna_opplan.video import CheckpointStore
+    from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
+
+    kind, reason = ARTIFACT_FAULTS[fault]
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    store = CheckpointStore(FailingStore(folder, failures if kind == "raise" else 0))
+    if kind == "read-only":
+        with _read_only(folder), pytest.raises(PermissionError):
+            (folder / "probe").write_bytes(b"")
+    graph = op.TransitionGraph.basic(
+        clip_lengths=(8, 16), learning_rates=(0.1, 0.01), samplings=("uniform",)
+    )
+    uploads = {"left": failures}
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        if step.source_trial is not None:
+            # Hash-checked: only a fully uploaded, recorded checkpoint can be loaded.
+            assert store.load(trial.study, step.source_trial) is not None
+        SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"])(trial)
+        state = {"w": torch.full((64,), float(trial.number))}
+        unwritable = kind == "read-only" and uploads["left"] > 0
+        uploads["left"] -= 1
+        with _read_only(folder) if unwritable else contextlib.nullcontext():
+            store.save(trial, state, epoch=SETTINGS["max_epochs"])
+
+    def run(max_retries: int) -> optuna.Study:
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=op.PlanningSampler(graph, max_retries=max_retries),
+            pruner=op.KneePointPruner(delay=SETTINGS["delay"], max_epochs=SETTINGS["max_epochs"]),
+        )
+        op.run_worker(study, objective, heartbeat_interval=0.05, poll_interval=0.01)
+        return study
+
+    study = run(max_retries=1)
+    trials = study.get_trials(deepcopy=False)
+    # Failed attempts; transitions out of a state that could not be reached are "skipped".
+    failed = [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL and t.system_attrs[KEY_OUTCOME]["status"] != "skipped"
+    ]
+    assert failed, "the upload failure must fail the transition"
+    for trial in failed:
+        outcome = trial.system_attrs[KEY_OUTCOME]
+        assert outcome["status"] == "error", "an I/O error is transient: retried"
+        assert outcome["reason"].startswith(reason)
+        assert KEY_CHECKPOINT not in trial.system_attrs, "a failed upload is never recorded"
+    first = graph.transitions[0].key
+    attempts = [t for t in trials if t.system_attrs[KEY_TRANSITION] == first]
+    if failures == 1:
+        # One failed attempt, retried once; the plan is the undisturbed one.
+        assert [t.state for t in attempts] == [TrialState.FAIL, TrialState.COMPLETE]
+        assert len(failed) == 1
+        uploads["left"] = 0
+        assert _plan_summary(op.get_plan(study)) == _plan_summary(op.get_plan(run(1)))
+        if kind == "raise":
+            # The half-written artifact stays in the store, but nothing refers to it.
+            recorded = {
+                t.system_attrs[KEY_CHECKPOINT]["artifact_id"]
+                for t in trials
+                if t.state == TrialState.COMPLETE
+            }
+            assert len(recorded) == len(graph.transitions)
+            assert set(os.listdir(folder)) - recorded
+    else:
+        # Every attempt fails: retried max_retries times, then a failed edge with the reason.
+        assert [t.state for t in attempts] == [TrialState.FAIL, TrialState.FAIL]
+        status = op.get_progress(study).statuses[first]
+        assert status.status == "failed"
+        assert reason in status.reason
+        with pytest.raises(op.GoalUnreachableError):
+            op.get_plan(study)
+
+
+# --------------------------------------------------------------------- secrets in storage URLs
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_storage_password_is_never_printed(tmp_path: Path) -> None:
+    url = f"postgresql://user:secret@127.0.0.1:{_closed_port()}/x"
+    commands = {
+        "library worker": [WORKER_MAIN, "--storage", url, "--study", "s", "--log", "log"],
+        "opplan worker": [
+            "-m",
+            "optuna_opplan.cli",
+            "worker",
+            "--storage",
+            url,
+            "--study-name",
+            "s",
+        ],
+        "opplan status": [
+            "-m",
+            "optuna_opplan.cli",
+            "status",
+            "--storage",
+            url,
+            "--study-name",
+            "s",
+        ],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in commands.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=WAIT_SECONDS)
+        assert proc.returncode != 0, name
+        assert "secret" not in out + err, name
+        # Still a useful error: it says where the connection failed.
+        assert "Connection refused" in err, (name, err[-2000:])
+
+
+if __name__ == "__main__":
+    sys.exit(fault_worker_main(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------------- PostgreSQL restart
+def test_postgres_restart_mid_run_keeps_the_study_consistent(
+    postgres_server: PostgresServer,
+    postgres_database_url: str,
+    fleet: Fleet,
+    tmp_path: Path,
+    reference_plan: dict[str, Any],
+) -> None:
+    url = postgres_database_url
+    log = tmp_path / "starts.log"
+    _study(url, create=True)
+    # Longer epochs: transitions are mid-training (reporting, beating) when the server goes.
+    args = _args(url, log, epoch_seconds=0.05)
+    first = [fleet.start(args) for _ in range(2)]
+
+    def finished(n: int) -> Callable[[], bool]:
+        return lambda: sum(r[0] == "FINISH" for r in wm.parse_log(str(log))) >= n
+
+    _wait_for("3 finished transitions", fleet, finished(3))
+    # Down for less than the grace period (live trials must not be judged abandoned) and far
+    # less than the workers' storage retries: they reconnect and carry on.
+    postgres_server.restart("fast", down_seconds=1.0)
+    _wait_ok(fleet, first)
+    # A worker started afterwards finds the plan complete on a consistent study.
+    _wait_ok(fleet, [fleet.start(args)])
+    _check_outcome(_study(url), reference_plan)
+    # Attempts cut by the outage failed with a reason (or as stale) and were retried; no
+    # transition ran more often than its failed attempts allow.
+    study = _study(url)
+    failed: Counter[str] = Counter()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        outcome = trial.system_attrs.get(KEY_OUTCOME) or {}
+        if outcome.get("status") == "superseded":  # a duplicate that never ran
+            continue
+        assert outcome.get("reason") or KEY_STALE in trial.system_attrs
+        failed[trial.system_attrs[KEY_TRANSITION]] += 1
+    starts = _starts(wm.parse_log(str(log)))
+    assert all(1 <= n <= 1 + failed[key] for key, n in starts.items()), (starts, failed)
