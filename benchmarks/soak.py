@@ -1,0 +1,508 @@
+"""Soak: many planning workers on a PostgreSQL server, undisturbed and under random SIGKILLs.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.soak [--workers 8] [--out benchmarks/results/soak.md]
+
+It starts a private PostgreSQL server on 127.0.0.1 (:class:`optuna_opplan.testing.PostgresServer`),
+builds a generated graph of a few hundred transitions and runs two phases on fresh databases:
+
+1. *undisturbed*: ``--workers`` worker processes run the plan to the end;
+2. *kills*: the same, while a random worker is SIGKILLed every few seconds and a replacement
+   started at once (as a supervisor would), until the plan is complete.
+
+Each worker (this module with ``worker``) runs :func:`optuna_opplan.run_worker` with a
+:class:`~optuna_opplan.simulation.SimulatedObjective` and logs every objective START/FINISH, and
+the latency of its asks: the scan that led to a claim, from the start of
+``sampler.progress`` through stale detection and ``sampler.reconcile`` to the end of a
+successful ``sampler.claim``. Afterwards the study and the logs are checked: every transition
+COMPLETE exactly once (none lost), no trial left RUNNING or WAITING, and every objective start
+that is not the completing one belongs to an attempt whose worker was killed (else it is a
+duplicate). Results go to ``benchmarks/results/soak.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+import datetime
+import os
+from pathlib import Path
+import platform
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+import sqlalchemy
+
+import optuna_opplan as op
+from optuna_opplan._progress import KEY_OUTCOME
+from optuna_opplan._progress import KEY_STALE
+from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._progress import KEY_WORKER
+from optuna_opplan.simulation import SimulatedObjective
+from optuna_opplan.testing import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "soak.md"
+STUDY = "soak"
+SEED = 11
+CLIP_LENGTHS = (4, 8, 12, 16, 24, 32, 48, 64)
+LEARNING_RATES = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)
+SAMPLINGS = ("a", "b")
+
+
+def make_graph() -> op.TransitionGraph:
+    return op.TransitionGraph.extended(
+        clip_lengths=CLIP_LENGTHS, learning_rates=LEARNING_RATES, samplings=SAMPLINGS
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    epoch_seconds: float = 0.05
+    delay: int = 2
+    max_epochs: int = 8
+    heartbeat_interval: float = 1.0
+    # Far above any stall of a busy machine: a live transition judged abandoned would rerun.
+    grace_period: float = 10.0
+    poll_interval: float = 0.1
+    max_poll_interval: float = 1.0
+
+    def args(self) -> list[str]:
+        return [f"--{k.replace('_', '-')}={v}" for k, v in self.__dict__.items()]
+
+
+def make_study(url: str, settings: Settings) -> optuna.Study:
+    pruner = op.KneePointPruner(delay=settings.delay, max_epochs=settings.max_epochs)
+    return op.create_planning_study(
+        make_graph(), storage=url, study_name=STUDY, pruner=pruner, load_if_exists=True
+    )
+
+
+# ---------------------------------------------------------------------------------- worker
+def _append(fd: int, *fields: Any) -> None:
+    # One write() per line on an O_APPEND descriptor: lines never mix, and a line written
+    # before a SIGKILL is in the kernel's hands, not lost in a buffer.
+    os.write(fd, (" ".join(str(f) for f in fields) + "\n").encode())
+
+
+def worker(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak worker")
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--latency", required=True)
+    for name, value in Settings().__dict__.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    settings = Settings(**{k: getattr(args, k) for k in Settings().__dict__})
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = make_study(args.storage, settings)
+    sampler = study.sampler
+    assert isinstance(sampler, op.PlanningSampler)
+    log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    latency = os.open(args.latency, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    pid = os.getpid()
+    scan_started = [0.0]
+    progress, claim = sampler.progress, sampler.claim
+
+    def timed_progress(study: optuna.Study) -> op.Progress:
+        scan_started[0] = time.perf_counter()
+        snapshot = progress(study)
+        _append(latency, "SCAN", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
+        return snapshot
+
+    def timed_claim(study: optuna.Study, status: Any, snapshot: op.Progress) -> int | None:
+        trial_id = claim(study, status, snapshot)
+        if trial_id is not None:
+            _append(latency, "ASK", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
+        else:
+            _append(latency, "LOST", 0, pid)
+        return trial_id
+
+    sampler.progress = timed_progress  # type: ignore[method-assign]
+    sampler.claim = timed_claim  # type: ignore[method-assign]
+    inner = SimulatedObjective(
+        seed=SEED, epoch_seconds=settings.epoch_seconds, max_epochs=settings.max_epochs
+    )
+
+    def objective(trial: optuna.Trial) -> Any:
+        step = op.current_transition(trial)
+        _append(log, "START", trial.number, step.transition.key, pid, step.attempt)
+        result = inner(trial)
+        _append(log, "FINISH", trial.number, step.transition.key, pid, step.attempt)
+        return result
+
+    op.run_worker(
+        study,
+        objective,
+        heartbeat_interval=settings.heartbeat_interval,
+        grace_period=settings.grace_period,
+        poll_interval=settings.poll_interval,
+        max_poll_interval=settings.max_poll_interval,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------- phases
+@dataclass
+class Phase:
+    name: str
+    transitions: int = 0
+    wall: float = 0.0
+    complete: bool = False
+    workers_started: int = 0
+    kills: int = 0
+    kills_mid_transition: int = 0
+    starts: int = 0
+    killed_attempts: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    left_over: int = 0
+    failed_exits: list[int] = field(default_factory=list)
+    asks: list[float] = field(default_factory=list)
+    scans: list[float] = field(default_factory=list)
+    lost_claims: int = 0
+    trials: int = 0
+    plan: dict[str, Any] | None = None
+    load_after: str = ""
+    enqueue_seconds: float = 0.0
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * self.transitions / self.wall if self.wall else 0.0
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _parse(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_phase(
+    name: str,
+    url: str,
+    folder: Path,
+    workers: int,
+    settings: Settings,
+    *,
+    kill_every: tuple[float, float] | None,
+    timeout: float,
+    seed: int,
+) -> Phase:
+    phase = Phase(name)
+    # The study, its config and one waiting trial per transition exist before any worker
+    # starts. (On an empty study, workers started together each enqueue every transition:
+    # with 282 transitions and 8 workers that made 2249 trials, and scans of seconds.)
+    study = make_study(url, settings)
+    sampler = study.sampler
+    assert isinstance(sampler, op.PlanningSampler)
+    setup = time.monotonic()
+    sampler.reconcile(study, sampler.progress(study))
+    phase.enqueue_seconds = time.monotonic() - setup
+    log, latency = folder / f"{name}-starts.log", folder / f"{name}-latency.log"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.soak",
+        "worker",
+        f"--storage={url}",
+        f"--log={log}",
+        f"--latency={latency}",
+        *settings.args(),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    killed: set[int] = set()
+
+    def start() -> None:
+        n = len(procs)
+        with open(folder / f"{name}-w{n}.err", "wb") as err:
+            procs.append(
+                subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+            )
+
+    rng = random.Random(seed)
+    began = time.monotonic()
+    for _ in range(workers):
+        start()
+    next_kill = None if kill_every is None else began + rng.uniform(*kill_every)
+    while any(p.poll() is None for p in procs):
+        now = time.monotonic()
+        if now - began > timeout:
+            print(f"{name}: not finished after {timeout:.0f}s; stopping the workers")
+            break
+        if next_kill is not None and kill_every is not None and now >= next_kill:
+            alive = [p for p in procs if p.poll() is None]
+            if alive:
+                victim = rng.choice(alive)
+                rows = _parse(log)
+                busy = _busy_pids(rows)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                killed.add(victim.pid)
+                phase.kills += 1
+                phase.kills_mid_transition += victim.pid in busy
+                start()
+            next_kill = now + rng.uniform(*kill_every)
+        time.sleep(0.05)
+    phase.wall = time.monotonic() - began
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        elif proc.returncode != 0 and proc.pid not in killed:
+            phase.failed_exits.append(proc.returncode)
+    phase.workers_started = len(procs)
+    phase.load_after = _load()
+    _check(phase, url, settings, log, killed)
+    for row in _parse(latency):
+        if row[0] == "ASK":
+            phase.asks.append(float(row[1]))
+        elif row[0] == "SCAN":
+            phase.scans.append(float(row[1]))
+        elif row[0] == "LOST":
+            phase.lost_claims += 1
+    return phase
+
+
+def _busy_pids(rows: list[list[str]]) -> set[int]:
+    """Pids with an objective STARTed and not FINISHed (mid-transition)."""
+    open_: Counter[int] = Counter()
+    for event, _, _, pid, _ in rows:
+        open_[int(pid)] += 1 if event == "START" else -1
+    return {pid for pid, n in open_.items() if n > 0}
+
+
+def _check(phase: Phase, url: str, settings: Settings, log: Path, killed: set[int]) -> None:
+    study = make_study(url, settings)
+    graph = make_graph()
+    keys = [t.key for t in graph.transitions]
+    trials = study.get_trials(deepcopy=False)
+    phase.trials = len(trials)
+    complete = Counter(
+        t.system_attrs.get(KEY_TRANSITION) for t in trials if t.state == TrialState.COMPLETE
+    )
+    phase.transitions = sum(complete.values())
+    phase.lost = [k for k in keys if complete[k] == 0]
+    phase.duplicates = [f"{k} completed {n} times" for k, n in complete.items() if n > 1]
+    phase.left_over = sum(not t.state.is_finished() for t in trials)
+    phase.complete = not phase.lost and not phase.left_over
+
+    # Every START is either the run of the trial that completed its transition, or of an
+    # attempt whose worker we killed (its trial failed as stale). Anything else ran twice.
+    by_number = {t.number: t for t in trials}
+    rows = [r for r in _parse(log) if r[0] == "START"]
+    phase.starts = len(rows)
+    seen: Counter[int] = Counter()
+    for _, number, key, pid, _ in rows:
+        trial = by_number[int(number)]
+        seen[trial.number] += 1
+        if seen[trial.number] > 1:
+            phase.duplicates.append(f"trial {number} ({key}) started twice")
+        elif trial.state == TrialState.COMPLETE:
+            continue
+        elif int(pid) in killed and (
+            KEY_STALE in trial.system_attrs or trial.state == TrialState.RUNNING
+        ):
+            # Failed as stale after the kill (or, if the phase timed out, not yet).
+            phase.killed_attempts += 1
+        else:
+            outcome = trial.system_attrs.get(KEY_OUTCOME)
+            phase.duplicates.append(
+                f"trial {number} ({key}) by live worker {pid}: {trial.state.name}, "
+                f"outcome {outcome}, stale marker {KEY_STALE in trial.system_attrs}, "
+                f"worker attr {trial.system_attrs.get(KEY_WORKER)}"
+            )
+    if phase.complete:
+        summary = op.get_plan(study).to_dict()
+        for stage in summary["stages"]:
+            stage.pop("trial")
+        phase.plan = summary
+
+
+# --------------------------------------------------------------------------------- report
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    system = f"{platform.system()} {platform.release()}"
+    return f"{system}, {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB"
+
+
+def _server_version(server: PostgresServer) -> str:
+    engine = sqlalchemy.create_engine(server.url())
+    try:
+        with engine.connect() as conn:
+            return f"PostgreSQL {conn.exec_driver_sql('SHOW server_version').scalar()}"
+    finally:
+        engine.dispose()
+
+
+def _ms(x: float) -> str:
+    return f"{1000 * x:.0f}"
+
+
+def _table(phases: Sequence[Phase]) -> list[str]:
+    lines = [
+        "| phase | transitions complete | lost | duplicates | left RUNNING/WAITING "
+        "| worker processes (kills, mid-transition) | objective starts (killed attempts) "
+        "| wall s | transitions/min | ask p50 / p99 / max ms (n) | scan p50 / p99 ms (n) "
+        "| lost claim races | load after |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in phases:
+        lines.append(
+            f"| {p.name} | {p.transitions} | {len(p.lost)} | {len(p.duplicates)} "
+            f"| {p.left_over} | {p.workers_started} ({p.kills}, {p.kills_mid_transition}) "
+            f"| {p.starts} ({p.killed_attempts}) | {p.wall:.0f} | {p.per_minute:.0f} "
+            f"| {_ms(_pct(p.asks, 0.5))} / {_ms(_pct(p.asks, 0.99))} / "
+            f"{_ms(max(p.asks, default=float('nan')))} ({len(p.asks)}) "
+            f"| {_ms(_pct(p.scans, 0.5))} / {_ms(_pct(p.scans, 0.99))} ({len(p.scans)}) "
+            f"| {p.lost_claims} | {p.load_after} |"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        return worker(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(3.0, 6.0))
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--phases", nargs="+", default=["undisturbed", "SIGKILLs"], help="(for trying out)"
+    )
+    args = parser.parse_args(argv)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = Settings()
+    graph = make_graph()
+    n = len(graph.transitions)
+    print(
+        f"graph: {n} transitions, {len(graph.states)} states, critical path "
+        f"{len(graph.critical_path())}"
+    )
+    command = "python -m benchmarks.soak " + " ".join(argv)
+    started = datetime.datetime.now().astimezone()
+    load_before = _load()
+    phases = []
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, PostgresServer() as server:
+        version = _server_version(server)
+        for name, kill_every in (("undisturbed", None), ("SIGKILLs", tuple(args.kill_every))):
+            if name not in args.phases:
+                continue
+            phase = run_phase(
+                name,
+                server.create_database(),
+                Path(tmp),
+                args.workers,
+                settings,
+                kill_every=kill_every,
+                timeout=args.timeout,
+                seed=args.seed,
+            )
+            phases.append(phase)
+            print("\n".join(_table([phase])[2:]))
+            for problem in phase.duplicates[:20] + phase.lost[:5]:
+                print("  problem:", problem)
+    finished = datetime.datetime.now().astimezone()
+
+    same_plan = (
+        len(phases) == 2 and phases[0].plan is not None and phases[0].plan == phases[1].plan
+    )
+    ok = all(
+        p.complete and not p.duplicates and not p.failed_exits and p.transitions == n
+        for p in phases
+    )
+    asks = phases[0].asks
+    lines = [
+        "# Soak: planning workers on PostgreSQL, undisturbed and under random SIGKILLs",
+        "",
+        f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`, "
+        "under `nice -n 10`)",
+        "",
+        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; machine: {_machine()}; "
+        f"load average (1, 5, 15 min) before {load_before}, after {_load()} "
+        "(the machine was shared with another long benchmark).",
+        f"Versions: Python {platform.python_version()}, optuna {optuna.__version__}, "
+        f"SQLAlchemy {sqlalchemy.__version__}, {version} (private server on 127.0.0.1, "
+        "fsync off).",
+        "",
+        f"Graph: `TransitionGraph.extended(clip_lengths={CLIP_LENGTHS}, "
+        f"learning_rates={LEARNING_RATES}, samplings={SAMPLINGS})`: **{n} transitions**, "
+        f"{len(graph.states)} states, critical path of {len(graph.critical_path())} "
+        f"transitions. {args.workers} worker processes (`run_worker`), "
+        f"`SimulatedObjective(seed={SEED}, epoch_seconds={settings.epoch_seconds})`, "
+        f"`KneePointPruner(delay={settings.delay}, max_epochs={settings.max_epochs})`, "
+        f"heartbeat {settings.heartbeat_interval} s, grace {settings.grace_period} s, poll "
+        f"{settings.poll_interval}-{settings.max_poll_interval} s; the study is created "
+        "before the workers start; a fresh database per phase. SIGKILLs phase: a random live "
+        f"worker killed every {args.kill_every[0]:g}-{args.kill_every[1]:g} s (seed "
+        f"{args.seed}) and a new one started at once, until the plan is complete.",
+        "",
+        *_table(phases),
+        "",
+        "*lost*: transitions without a COMPLETE trial; *duplicates*: a transition COMPLETE "
+        "more than once, a trial started twice, or an objective start that is neither the "
+        "completing run nor an attempt of a killed worker (its trial failed as stale); "
+        "*ask*: in the worker process, from the start of `sampler.progress` (one read of all "
+        "trials) through stale detection and `sampler.reconcile` to the end of a successful "
+        "`sampler.claim` (the atomic WAITING -> RUNNING update), for each transition a worker "
+        "took; *scan*: every `sampler.progress` call; *lost claim races*: claims another "
+        "worker won (the loser rescans). Transitions/min is over the phase's wall time, "
+        "including process start-up and the grace periods the killed attempts wait out.",
+        "",
+        f"Verdict: {'PASS' if ok else 'FAIL'}: "
+        + (
+            "every transition completed exactly once in both phases, no duplicate start, "
+            "nothing left RUNNING or WAITING, no worker exited with an error"
+            if ok
+            else "see the table and the problems printed by the run"
+        )
+        + f"; the plan under kills {'equals' if same_plan else 'DIFFERS from'} the "
+        "undisturbed plan.",
+        "",
+        f"Reading: the ask's p99 ({_ms(_pct(asks, 0.99))} ms undisturbed) is dominated by "
+        "`sampler.progress`, which reads every trial of the study with its attributes and "
+        "intermediate values on each scan: its cost grows with the number of trials "
+        f"({phases[0].trials} here) and with the load of the machine, not with the number "
+        "of workers.",
+        "",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0 if ok and same_plan else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
