@@ -101,7 +101,7 @@ def _install_kill(phase: str, which: str, marker: str) -> None:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return
-        hit = {"trial": trial.number, "key": _key(study, trial)}
+        hit = {"trial": trial.number, "key": _key(study, trial), "pid": os.getpid()}
         os.write(fd, json.dumps(hit).encode())
         os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -274,8 +274,9 @@ def test_kill_around_completion_loses_and_repeats_nothing(
     first = [fleet.start(args) for _ in range(2)]
 
     _wait_for(f"a kill at {phase}:{which}", fleet, marker.exists)
-    killed = next(p for p in first if p.wait(timeout=30) == -signal.SIGKILL)
     hit = json.loads(marker.read_text())
+    killed = next(p for p in first if p.pid == hit["pid"])
+    assert killed.wait(timeout=30) == -signal.SIGKILL
     # The killed worker is restarted, as a supervisor would; the marker stops a second kill.
     _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
 
@@ -557,16 +558,16 @@ def test_postgres_restart_mid_run_keeps_the_study_consistent(
     url = postgres_database_url
     log = tmp_path / "starts.log"
     _study(url, create=True)
-    # Longer epochs: transitions are mid-training (reporting, beating) when the server goes.
-    args = _args(url, log, epoch_seconds=0.05)
+    # Longer epochs: transitions are mid-training (reporting, beating) when the server goes;
+    # a transition on the critical path held for a while guarantees the plan is unfinished.
+    held = wm.GRAPHS[GRAPH]().critical_path()[1].key
+    args = _args(url, log, "--hold", f"{held}=5", epoch_seconds=0.05)
     first = [fleet.start(args) for _ in range(2)]
-
-    def finished(n: int) -> Callable[[], bool]:
-        return lambda: sum(r[0] == "FINISH" for r in wm.parse_log(str(log))) >= n
-
-    _wait_for("3 finished transitions", fleet, finished(3))
+    _wait_for(f"{held} started", fleet, lambda: held in _starts(wm.parse_log(str(log))))
     # Down for less than the grace period (live trials must not be judged abandoned) and far
     # less than the workers' storage retries: they reconnect and carry on.
+    finished = {key for event, _, key, _, _ in wm.parse_log(str(log)) if event == "FINISH"}
+    assert held not in finished, "the outage must come mid-run"
     postgres_server.restart("fast", down_seconds=1.0)
     _wait_ok(fleet, first)
     # A worker started afterwards finds the plan complete on a consistent study.
