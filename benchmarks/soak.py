@@ -131,7 +131,7 @@ def worker(argv: Sequence[str]) -> int:
         return trial_id
 
     sampler.progress = timed_progress  # type: ignore[method-assign]
-    sampler.claim = timed_claim  # type: ignore[method-assign]
+    sampler.claim = timed_claim  # type: ignore[method-assign,assignment]
     inner = SimulatedObjective(
         seed=SEED, epoch_seconds=settings.epoch_seconds, max_epochs=settings.max_epochs
     )
