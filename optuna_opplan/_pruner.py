@@ -38,7 +38,10 @@ class KneePointPruner(BasePruner):
     then counts as a failed edge).
 
     ``v0`` is the score of the checkpoint the transition starts from, which the planning
-    engine supplies (0 for the initial model): objectives report epochs 1, 2, ...
+    engine supplies (0 for the initial model): objectives report epochs 1, 2, ... An objective
+    may report step 0 itself: the inherited checkpoint evaluated with the new state's settings
+    (another clip length or sampling can score quite differently from what the source
+    transition measured), which then replaces the supplied point.
 
     Every decision is recorded on the trial (system attribute ``opplan:knee``: the fitted knee,
     its fitted and observed values, the epoch to keep) for the planner and the dashboard.
@@ -118,9 +121,14 @@ class KneePointPruner(BasePruner):
         )
 
     def curve_of(self, study: Study, trial: FrozenTrial) -> list[float]:
-        """The fitted series of ``trial``: its epoch-0 point, then the reported epochs."""
+        """The fitted series of ``trial``: its epoch-0 point, then the reported epochs.
+
+        The epoch-0 point is the score the objective reported at step 0, if any (the inherited
+        checkpoint evaluated with this transition's settings), else the source checkpoint's
+        score as its own transition measured it.
+        """
         key = (id(study._storage), trial._trial_id)
-        epoch0 = self._epoch0.get(key)
+        epoch0 = trial.intermediate_values.get(0, self._epoch0.get(key))
         if epoch0 is None:
             epoch0 = float(trial.system_attrs.get(KEY_EPOCH0, 0.0))
             if len(self._epoch0) > 10_000:

@@ -106,4 +106,7 @@ def create_planning_study(
         load_if_exists=load_if_exists,
     )
     sampler.check_study(study, {"pruner": pruner.config()})
+    # One waiting trial per transition, created here once, so that workers started together
+    # do not each enqueue the whole graph.
+    sampler.reconcile(study, sampler.progress(study))
     return study

@@ -320,11 +320,15 @@ class _Worker:
 
     def try_one(self, progress: Progress) -> str:
         """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
+        lost = False
         for status in progress.with_status("ready"):
             try:
+                # Losing a claim says nothing about other transitions: try the next one. The
+                # same transition is never retried from this snapshot (that needs a rescan).
                 trial_id = self.sampler.claim(self.study, status, progress)
                 if trial_id is None:
-                    return "lost"
+                    lost = True
+                    continue
                 self._train(status, trial_id)
             except UpdateFinishedTrialError as exc:
                 # Another worker saw no heartbeat within its grace period (a stalled or
@@ -333,7 +337,7 @@ class _Worker:
                 _logger.warning(f"Trial of {status.transition.key} was failed meanwhile: {exc}")
                 return "lost"
             return "ran"
-        return "idle"
+        return "lost" if lost else "idle"
 
     def _train(self, status: TransitionStatus, trial_id: int) -> None:
         storage = self.study._storage

@@ -98,3 +98,16 @@ def test_decide_is_pure() -> None:
     pruner = op.KneePointPruner(delay=5)
     values = [0.0, *(_rise_and_fall(t) for t in range(1, 20))]
     assert pruner.decide(values) == pruner.decide(list(values))
+
+
+def test_a_reported_step_zero_replaces_the_inherited_point() -> None:
+    pruner = op.KneePointPruner(delay=3, keep="knee")
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, KEY_EPOCH0, 0.9)
+    trial.report(0.2, 0)  # the inherited checkpoint scores low under the new settings
+    for epoch in range(1, 4):
+        trial.report(0.2 + 0.1 * epoch, epoch)
+    frozen = study._storage.get_trial(trial._trial_id)
+    assert pruner.curve_of(study, frozen)[0] == 0.2
+    assert not trial.should_prune()

@@ -95,13 +95,15 @@ def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) ->
     plan = op.get_plan(study)
     assert plan.goal == graph.goal_states[0]
     first, second = study.get_trials(states=(TrialState.COMPLETE,))
-    # The second transition fine-tuned the first one's kept checkpoint.
+    # The second transition fine-tuned the first one's kept checkpoint, and scored it under its
+    # own settings as its epoch-0 point.
     assert second.system_attrs["opplan:source_trial"] == first.number
+    assert 0 in second.intermediate_values and 0 not in first.intermediate_values
     for trial in (first, second):
         record = trial.system_attrs[KEY_CHECKPOINT]
         assert record.get("initial") or len(record["sha256"]) == 64
         compute = trial.system_attrs[KEY_COMPUTE]
-        assert compute["epochs"] == len(trial.intermediate_values)
+        assert compute["epochs"] == max(trial.intermediate_values)
         assert compute["clip_frame_epochs"] == 4 * compute["epochs"]
         assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
     assert max(retained) <= delay + 1, "only delay + 1 epoch checkpoints stay on disk"

@@ -35,7 +35,7 @@ def planning_compute(study: Study) -> dict[str, float]:
     for trial in study.get_trials(deepcopy=False):
         if KEY_TRANSITION not in trial.system_attrs or not trial.intermediate_values:
             continue
-        n = len(trial.intermediate_values)
+        n = sum(1 for step in trial.intermediate_values if step >= 1)  # step 0 is an eval
         clip = float(trial.params.get("clip_length", 1))
         epochs += n
         clip_frame_epochs += n * clip

@@ -331,6 +331,10 @@ class TransitionTrainer:
         optimizer = runner.optimizer(model, lr)
         train = self.train.with_clip(clip_length=clip_length, sampling=sampling)
         val = self.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
+        if step.source_trial is not None:
+            # The epoch-0 point under this state's clip length and sampling: the source's own
+            # score was measured with its settings and can be far from what this state sees.
+            trial.report(runner.evaluate(model, val), 0)
         started, cpu_started = time.perf_counter(), time.process_time()
         epochs = 0
         with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=self.scratch_dir) as tmp:
