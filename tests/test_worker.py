@@ -354,3 +354,27 @@ def test_failures_that_cut_off_states_still_let_planning_finish() -> None:
         assert all(t.state == TrialState.FAIL for t in status.trials)
         assert status.trials[-1].system_attrs[KEY_OUTCOME]["status"] == "skipped"
     assert op.get_plan(study).goal == graph.goal_states[0]
+
+
+def test_a_fit_that_never_succeeds_is_capped_and_fails_the_edge(monkeypatch) -> None:
+    from optuna_opplan import _knee
+
+    def never(values, *, curve="exponential", loss="linear"):  # type: ignore[no-untyped-def]
+        return _knee._fallback(_knee._as_float_array(values), curve, "simulated failure")
+
+    monkeypatch.setattr(_knee, "fit_knee", never)
+    graph = op.TransitionGraph.basic(
+        clip_lengths=(8,), learning_rates=(0.1,), samplings=("uniform",)
+    )
+    study = _study(graph)
+    op.run_worker(study, SimulatedObjective(seed=0), **_fast())
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert len(trial.intermediate_values) == 60, "stopped by the cap, not by a failed fit"
+    outcome = trial.system_attrs[KEY_OUTCOME]
+    assert (
+        outcome["status"] == "failed"
+        and "no usable curve fit after 60 epochs" in outcome["reason"]
+    )
+    with pytest.raises(op.GoalUnreachableError):
+        op.get_plan(study)
