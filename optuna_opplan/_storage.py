@@ -50,7 +50,7 @@ def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
         if url.endswith(JOURNAL_SUFFIXES):
             return _journal(url)
         raise ValueError(
-            f"{_redact(url)!r} is neither a storage URL (sqlite:///..., postgresql://...) nor a "
+            f"{redact(url)!r} is neither a storage URL (sqlite:///..., postgresql://...) nor a "
             f"journal file path ending in {JOURNAL_SUFFIXES}."
         )
     engine_kwargs: dict[str, Any] = {}
@@ -124,10 +124,10 @@ def _rdb_backend(storage: BaseStorage) -> RDBStorage | None:
 def storage_label(storage: BaseStorage | str) -> str:
     """A printable name for a storage, with any password masked."""
     if isinstance(storage, str):
-        return _redact(storage)
+        return redact(storage)
     rdb = _rdb_backend(storage)
     if rdb is not None:
-        return _redact(rdb.url)
+        return redact(rdb.url)
     if isinstance(storage, JournalStorage):
         backend = getattr(storage, "_backend", None)
         path = getattr(backend, "_file_path", None)
@@ -146,6 +146,3 @@ def redact(text: str) -> str:
         'cannot reach postgresql://alice:***@db:5432/optuna'
     """
     return _PASSWORD_IN_URL.sub(r"\g<head>***", text)
-
-
-_redact = redact

@@ -20,7 +20,6 @@ import sqlalchemy.exc
 from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
 from optuna_opplan._progress import KEY_HEARTBEAT
-from optuna_opplan._progress import KEY_KNEE
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
 from optuna_opplan._progress import KEY_STALE
@@ -393,7 +392,6 @@ class _Worker:
                 trial._trial_id, "failed", f"non-finite validation score at epoch {bad[0]}"
             )
             return
-        recorded = frozen.system_attrs.get(KEY_KNEE)
         decision = self.pruner.decide(values)
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
@@ -401,9 +399,8 @@ class _Worker:
                 trial._trial_id, "failed", f"no usable curve fit after {n} epochs: {reason}"
             )
             return
+        # The pruner's last decision on this same curve: decide() is a pure function of it.
         keep = decision.keep_epoch
-        if isinstance(recorded, dict) and recorded.get("epoch") == n:
-            keep = int(recorded.get("keep_epoch", keep))
         result = TransitionResult(
             score=float(decision.fit.value),
             observed=values[keep],
