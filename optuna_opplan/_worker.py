@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+import functools
 import math
 import os
 import random
@@ -152,34 +154,39 @@ def run_worker(
     wait = poll_interval
     done = 0
     storage_failures = 0
-    while max_transitions is None or done < max_transitions:
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        try:
-            progress = sampler.progress(study)
-            if progress.is_complete:
-                _logger.info(f"Plan complete: {progress.counts()}.")
+    try:
+        while max_transitions is None or done < max_transitions:
+            if deadline is not None and time.monotonic() >= deadline:
                 break
-            if worker.fail_stale(progress) or sampler.reconcile(study, progress):
-                storage_failures = 0
+            try:
+                worker.settle()
+                progress = sampler.progress(study)
+                if progress.is_complete:
+                    _logger.info(f"Plan complete: {progress.counts()}.")
+                    break
+                if worker.fail_stale(progress) or sampler.reconcile(study, progress):
+                    storage_failures = 0
+                    continue
+                outcome = worker.try_one(progress)
+            except _STORAGE_ERRORS as exc:
+                storage_failures += 1
+                worker.storage_failed()
+                _storage_pause(study, exc, storage_failures, worker.unrecorded())
                 continue
-            outcome = worker.try_one(progress)
-        except _STORAGE_ERRORS as exc:
-            storage_failures += 1
-            _storage_pause(study, exc, storage_failures)
-            continue
-        storage_failures = 0
-        if outcome == "ran":
-            done += 1
-            wait = poll_interval
-        elif outcome == "idle":
-            # Jitter keeps a fleet of idle workers from polling the storage in lockstep.
-            time.sleep(wait * random.uniform(0.75, 1.25))
-            wait = min(wait * 1.5, max_poll_interval)
+            storage_failures = 0
+            if outcome == "ran":
+                done += 1
+                wait = poll_interval
+            elif outcome == "idle":
+                # Jitter keeps a fleet of idle workers from polling the storage in lockstep.
+                time.sleep(wait * random.uniform(0.75, 1.25))
+                wait = min(wait * 1.5, max_poll_interval)
+    finally:
+        worker.abandon()
     return done
 
 
-def _storage_pause(study: Study, exc: Exception, failures: int) -> None:
+def _storage_pause(study: Study, exc: Exception, failures: int, unrecorded: str | None) -> None:
     """Wait before the next scan after a storage error, or give up after too many."""
     label = storage_label(study._storage)
     # The root cause's first line (Optuna's StorageInternalError hides it behind a generic
@@ -191,8 +198,14 @@ def _storage_pause(study: Study, exc: Exception, failures: int) -> None:
     error = redact(f"{type(exc).__name__}: {lines[0] if lines else type(cause).__name__}")
     if failures > STORAGE_RETRIES:
         # Not chained: the driver's exception may quote connection details.
+        lost = (
+            f" The outcome of {unrecorded} could not be recorded: its trial stays RUNNING "
+            "until another worker's grace period ends, then the transition is retried."
+            if unrecorded
+            else ""
+        )
         raise StorageUnavailableError(
-            f"The storage {label} failed {failures} times in a row; last error: {error}. "
+            f"The storage {label} failed {failures} times in a row; last error: {error}.{lost} "
             "The study is consistent: start the worker again once the storage is back."
         ) from None
     pause = min(STORAGE_BACKOFF * 2 ** (failures - 1), MAX_STORAGE_BACKOFF)
@@ -251,6 +264,12 @@ class _Heartbeat(threading.Thread):
                 return
             except Exception as exc:  # a storage outage must not kill the training thread
                 _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
+                # Beat again soon: the first beat after an outage tells the other workers,
+                # whose clocks ran on while they could not look either, that this one lives.
+                beat += 1
+                if self._stop_event.wait(min(self._interval, 1.0)):
+                    return
+                continue
             beat += 1
             if self._stop_event.wait(self._interval):
                 return
@@ -258,6 +277,20 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+@dataclass
+class _Pending:
+    """A transition whose objective returned, and the call that records its outcome."""
+
+    trial_id: int
+    key: str
+    heartbeat: _Heartbeat
+    record: Callable[[], None] = lambda: None
+    held: bool = False  # an outage already held it back once
+
+    def describe(self) -> str:
+        return f"trial id {self.trial_id} ({self.key})"
 
 
 class _Worker:
@@ -282,6 +315,7 @@ class _Worker:
         # Staleness is judged on this worker's own clock: a heartbeat value that has not
         # changed for `grace` seconds, whatever the other machines' clocks say.
         self._seen: dict[int, tuple[Any, float]] = {}
+        self.pending: _Pending | None = None
 
     def fail_stale(self, progress: Progress) -> bool:
         now = time.monotonic()
@@ -339,39 +373,95 @@ class _Worker:
         return "lost" if lost else "idle"
 
     def _train(self, status: TransitionStatus, trial_id: int) -> None:
-        storage = self.study._storage
-        storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
+        self.study._storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
         heartbeat = _Heartbeat(self.study, trial_id, self.heartbeat_interval)
         heartbeat.start()
-        trial: optuna.Trial | None = None
+        pending = _Pending(trial_id, status.transition.key, heartbeat)
         try:
-            trial = self.sampler.open_trial(self.study, trial_id)
-            _logger.info(
-                f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
-                f"(attempt {status.failures + 1})."
+            pending.record = self._run(status, trial_id)
+        except BaseException as exc:
+            pending.record = functools.partial(
+                self._finish_failed, trial_id, "error", f"{type(exc).__name__}: {exc}"
             )
             try:
-                self.objective(trial)
-            except optuna.TrialPruned:
-                pass
-            except TransitionFailed as exc:
-                self._finish_failed(trial_id, "failed", f"{type(exc).__name__}: {exc}")
-                return
-            except self.catch as exc:
+                self.settle(pending)
+            except _STORAGE_ERRORS:
+                if isinstance(exc, _STORAGE_ERRORS):
+                    raise  # an outage: run_worker waits and records the failure afterwards
+            raise
+        self.settle(pending)
+
+    def _run(self, status: TransitionStatus, trial_id: int) -> Callable[[], None]:
+        """Run the objective on a claimed trial; return what records its outcome."""
+        trial = self.sampler.open_trial(self.study, trial_id)
+        _logger.info(
+            f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
+            f"(attempt {status.failures + 1})."
+        )
+        try:
+            self.objective(trial)
+        except optuna.TrialPruned:
+            pass
+        except TransitionFailed as exc:
+            return functools.partial(
+                self._finish_failed, trial_id, "failed", f"{type(exc).__name__}: {exc}"
+            )
+        except self.catch as exc:
+            _logger.warning(
+                f"Trial {trial.number} ({status.transition.key}) raised {exc!r}; "
+                "it will be retried.",
+                exc_info=True,
+            )
+            return functools.partial(
+                self._finish_failed, trial_id, "error", f"{type(exc).__name__}: {exc}"
+            )
+        return functools.partial(self._finish, trial, status)
+
+    def settle(self, pending: _Pending | None = None) -> None:
+        """Record a finished transition's outcome (by default the one an outage held back),
+        then stop its heartbeat.
+
+        If the storage fails, the outcome and the heartbeat are kept and ``run_worker`` tries
+        again before its next scan: a transition trained through a database restart is
+        recorded once the database is back, not thrown away and trained again.
+        """
+        pending = pending or self.pending
+        if pending is None:
+            return
+        self.pending = None
+        try:
+            pending.record()
+        except _STORAGE_ERRORS:
+            if not pending.held:
                 _logger.warning(
-                    f"Trial {trial.number} ({status.transition.key}) raised {exc!r}; "
-                    "it will be retried.",
-                    exc_info=True,
+                    f"The outcome of {pending.describe()} could not be recorded (storage "
+                    "error): its heartbeat goes on and it is recorded when the storage is back."
                 )
-                self._finish_failed(trial_id, "error", f"{type(exc).__name__}: {exc}")
-                return
-            self._finish(trial, status)
-        except BaseException as exc:
-            self._finish_failed(trial_id, "error", f"{type(exc).__name__}: {exc}")
+            pending.held = True
+            self.pending = pending
             raise
         finally:
-            heartbeat.stop()
-            _CANCELLED.discard(trial_id)
+            if self.pending is not pending:
+                pending.heartbeat.stop()
+                _CANCELLED.discard(pending.trial_id)
+        if pending.held:
+            _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
+
+    def unrecorded(self) -> str | None:
+        """The transition whose outcome waits for the storage, if any."""
+        return None if self.pending is None else self.pending.describe()
+
+    def abandon(self) -> None:
+        """Stop the heartbeat of an outcome that will never be recorded (the worker exits)."""
+        if self.pending is not None:
+            self.pending.heartbeat.stop()
+            _CANCELLED.discard(self.pending.trial_id)
+            self.pending = None
+
+    def storage_failed(self) -> None:
+        """Restart the staleness clocks: while this worker could not read the storage, the
+        others' heartbeats may have been written unseen (or failed like its own reads)."""
+        self._seen.clear()
 
     def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> None:
         if trial._trial_id in _CANCELLED:

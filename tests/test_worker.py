@@ -3,13 +3,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 import math
+import threading
 import time
+from types import SimpleNamespace
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
+from optuna_opplan import _worker as worker_module
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
 from optuna_opplan._progress import KEY_TRANSITION
@@ -378,3 +382,138 @@ def test_a_fit_that_never_succeeds_is_capped_and_fails_the_edge(monkeypatch) -> 
     )
     with pytest.raises(op.GoalUnreachableError):
         op.get_plan(study)
+
+
+class FlakyStorage(optuna.storages.InMemoryStorage):
+    """An in-memory storage that fails every call, as a restarting database server does,
+    while an outage lasts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down_until = 0.0
+        self.failed_calls = 0
+
+    def go_down(self, seconds: float) -> None:
+        self.down_until = time.monotonic() + seconds
+
+    def _check(self) -> None:
+        if time.monotonic() < self.down_until:
+            self.failed_calls += 1
+            raise StorageInternalError("An exception is raised during the commit.")
+
+
+def _failing_while_down(name: str) -> Callable[..., object]:
+    method = getattr(optuna.storages.InMemoryStorage, name)
+
+    def call(self: FlakyStorage, *args: object, **kwargs: object) -> object:
+        self._check()
+        return method(self, *args, **kwargs)
+
+    return call
+
+
+for _name in (
+    "get_all_trials",
+    "get_trial",
+    "get_trial_system_attrs",
+    "set_trial_system_attr",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_param",
+):
+    setattr(FlakyStorage, _name, _failing_while_down(_name))
+
+
+def _outage_run(
+    storage: optuna.storages.BaseStorage, victim: str, fail: bool, outage: float
+) -> tuple[optuna.Study, Counter]:
+    """Run a worker whose storage goes down as ``victim``'s objective returns."""
+    calls: Counter = Counter()
+
+    def objective(trial: optuna.Trial) -> None:
+        step = op.current_transition(trial)
+        calls[step.transition.key] += 1
+        SimulatedObjective(seed=2)(trial)
+        if step.transition.key == victim and isinstance(storage, FlakyStorage):
+            storage.go_down(outage)
+        if step.transition.key == victim and fail:
+            raise op.TransitionFailed("loss became NaN at epoch 7")
+
+    study = _study(op.TransitionGraph.basic(**SMALL), storage=storage)
+    op.run_worker(study, objective, **_fast(grace_period=0.3))
+    return study, calls
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["trained", "failed"])
+def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
+    fail: bool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.05)
+    graph = op.TransitionGraph.basic(**SMALL)
+    victim = graph.transitions[1].key
+    storage = FlakyStorage()
+    # The outage outlasts the grace period: without the kept heartbeat and the restarted
+    # staleness clocks the trial would be failed as abandoned and trained again.
+    study, calls = _outage_run(storage, victim, fail, outage=0.6)
+    assert storage.failed_calls > 0, "the outage must have hit the worker"
+    trials = study.get_trials(deepcopy=False)
+    assert calls[victim] == 1, "the transition is not trained again"
+    (trial,) = [t for t in trials if t.system_attrs[KEY_TRANSITION] == victim]
+    assert "opplan:stale" not in trial.system_attrs
+    if fail:
+        # The real reason, not "stopped sending heartbeats".
+        assert trial.state == TrialState.FAIL
+        assert trial.system_attrs[KEY_OUTCOME] == {
+            "status": "failed",
+            "reason": "TransitionFailed: loss became NaN at epoch 7",
+        }
+    else:
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * len(graph.transitions)
+        reference, _ = _outage_run(optuna.storages.InMemoryStorage(), victim, fail, 0.0)
+        assert op.get_plan(study) == op.get_plan(reference)
+    err = capfd.readouterr().err
+    assert f"The outcome of trial id {trial._trial_id} ({victim}) could not be recorded" in err
+    assert "is recorded after all" in err
+
+
+def test_a_worker_giving_up_on_the_storage_names_the_outcome_it_could_not_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "STORAGE_RETRIES", 2)
+    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.01)
+    graph = op.TransitionGraph.basic(**SMALL)
+    victim = graph.transitions[0].key
+    with pytest.raises(op.StorageUnavailableError) as info:
+        _outage_run(FlakyStorage(), victim, False, outage=3600.0)
+    assert f"The outcome of trial id 0 ({victim}) could not be recorded" in str(info.value)
+    assert not [t for t in threading.enumerate() if t.name.startswith("opplan-heartbeat")], (
+        "the exiting worker stops the heartbeat of the outcome it gives up on"
+    )
+
+
+def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+    sampler.reconcile(study, sampler.progress(study))
+    progress = sampler.progress(study)
+    claimed = sampler.claim(study, progress.with_status("ready")[0], progress)
+    assert claimed is not None
+    now = [0.0]
+    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    observer = worker_module._Worker(
+        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 1.0, (Exception,)
+    )
+
+    def look_at(t: float) -> bool:
+        now[0] = t
+        return observer.fail_stale(sampler.progress(study))
+
+    assert not look_at(0.0)
+    observer.storage_failed()  # an outage: the claimed trial's beats could not be seen
+    assert not look_at(2.0), "silent for 2 s, but the observer was blind for most of them"
+    assert not look_at(2.9)
+    assert look_at(3.1), "silent for a whole grace period the observer could watch"
+    assert study._storage.get_trial(claimed).state == TrialState.FAIL
