@@ -9,7 +9,9 @@ when it exists: several of these race to initialise it) and runs
 :func:`optuna_opplan.run_worker` with a :class:`SimulatedObjective`. Every objective call
 appends ``START <trial number> <transition key> <pid> <attempt>`` to the log when it begins and
 ``FINISH ...`` when it returns, so a test can count how often each transition really ran, even
-for a worker that was killed in between.
+for a worker that was killed in between. With ``--checkpoints DIR`` it also keeps a checkpoint
+per transition in a real artifact store there, and starts each transition from its source's
+checkpoint, loaded (hash-checked) the way the video trainer loads it.
 """
 
 from __future__ import annotations
@@ -76,12 +78,28 @@ class LoggedObjective:
 
     ``hold`` maps a transition key to seconds to sleep right after its first attempt's START,
     which gives a test a wide, deterministic window to kill the worker mid-transition.
+    ``checkpoints`` is a folder for an artifact store: each transition loads its source's kept
+    checkpoint (which must hold the source trial's number) and uploads its own when it ends.
     """
 
-    def __init__(self, inner: SimulatedObjective, log_path: str, hold: dict[str, float]) -> None:
+    # 256 KiB: larger than the chunks an artifact store copies, so an upload takes several.
+    CHECKPOINT_FLOATS = 1 << 16
+
+    def __init__(
+        self,
+        inner: SimulatedObjective,
+        log_path: str,
+        hold: dict[str, float],
+        checkpoints: str | None = None,
+    ) -> None:
         self.inner = inner
         self.fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.hold = hold
+        self.store: Any = None
+        if checkpoints is not None:
+            from optuna_opplan.video import CheckpointStore
+
+            self.store = CheckpointStore(checkpoints)
 
     def __call__(self, trial: optuna.Trial) -> Any:
         step = op.current_transition(trial)
@@ -89,7 +107,16 @@ class LoggedObjective:
         _log(self.fd, "START", trial.number, key, os.getpid(), step.attempt)
         if step.attempt == 1 and key in self.hold:
             time.sleep(self.hold[key])
+        if self.store is not None and step.source_trial is not None:
+            weights = self.store.load(trial.study, step.source_trial)
+            if float(weights["w"][0]) != step.source_trial:
+                raise AssertionError(f"{key} got the weights of another trial than its source")
         result = self.inner(trial)
+        if self.store is not None:
+            import torch
+
+            weights = {"w": torch.full((self.CHECKPOINT_FLOATS,), float(trial.number))}
+            self.store.save(trial, weights, epoch=0)
         _log(self.fd, "FINISH", trial.number, key, os.getpid(), step.attempt)
         return result
 
@@ -128,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-poll-interval", type=float, default=0.5)
     parser.add_argument("--no-create", action="store_true", help="load_study, never create")
     parser.add_argument("--hold", type=_hold, action="append", default=[], metavar="KEY=SEC")
+    parser.add_argument("--checkpoints", metavar="DIR", help="artifact store folder")
     args = parser.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -143,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inner = SimulatedObjective(
         seed=args.seed, epoch_seconds=args.epoch_seconds, max_epochs=args.max_epochs
     )
-    objective = LoggedObjective(inner, args.log, dict(args.hold))
+    objective = LoggedObjective(inner, args.log, dict(args.hold), args.checkpoints)
     done = op.run_worker(
         study,
         objective,

@@ -6,7 +6,7 @@ start again, and the plan equals the plan of an undisturbed run with the same se
 
 The worker processes are ``tests/_worker_main.py`` (which logs every objective START and
 FINISH); this file run as a script is that worker plus fault hooks (``--kill-at``) that SIGKILL
-the worker at a chosen point of the engine's loop.
+the worker at a chosen point: half-way through a checkpoint upload, or around the engine's tell.
 
 Grace periods are at least 3 s: shorter ones make a starved worker on a loaded CI machine look
 dead and get its live transition run twice, which these tests would then (rightly) report.
@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 from typing import BinaryIO
 
@@ -62,8 +63,9 @@ GRACE = 3.0
 WAIT_SECONDS = 240.0
 
 # ---------------------------------------------------------------------------- fault worker
-# Points of the engine's loop where --kill-at can SIGKILL the worker process.
-PHASES = ("before-tell", "after-tell")
+# Points where --kill-at can SIGKILL the worker process: in the middle of the real artifact
+# store's write of a transition's checkpoint, or around the engine's tell.
+PHASES = ("mid-upload", "before-tell", "after-tell")
 # Which transition the kill hits: the first told one whose target has outgoing transitions
 # (so the next claim depends on it), or the last transition into a state with several.
 TARGETS = ("feeding", "last-into-state")
@@ -86,32 +88,71 @@ def _matches(study: optuna.Study, trial: optuna.Trial, which: str) -> bool:
     return all(statuses[t.key].finished for t in incoming if t.key != key)
 
 
+class _DieHalfWay:
+    """A file to upload that SIGKILLs the process once half of it has been read (the store has
+    written the chunks read before: a half-written artifact is left behind)."""
+
+    def __init__(self, body: BinaryIO, size: int) -> None:
+        self.body, self.size, self.read_so_far = body, size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.read_so_far >= self.size // 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        data = self.body.read(n)
+        self.read_so_far += len(data)
+        return data
+
+
 def _install_kill(phase: str, which: str, marker: str) -> None:
     """SIGKILL this process at ``phase`` of the first transition matching ``which``.
 
     The marker file is created exclusively, so across a fleet (and its restarts) exactly one
     worker dies; it records the trial and transition hit, for the test to check.
     """
-    tell = optuna.Study.tell
 
-    def die(study: optuna.Study, trial: optuna.Trial) -> None:
+    def chosen(study: optuna.Study, trial: optuna.Trial) -> bool:
         if os.path.exists(marker) or not _matches(study, trial, which):
-            return
+            return False
         try:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            return
+            return False
         hit = {"trial": trial.number, "key": _key(study, trial), "pid": os.getpid()}
         os.write(fd, json.dumps(hit).encode())
         os.fsync(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
+        return True
+
+    if phase == "mid-upload":
+        from optuna_opplan.video import CheckpointStore
+
+        save_file = CheckpointStore.save_file
+
+        def saving(self: CheckpointStore, trial: optuna.Trial, path: Any, **kw: Any) -> Any:
+            if chosen(trial.study, trial):
+                store, size = self.artifact_store, os.path.getsize(path)
+                doomed = SimpleNamespace(
+                    open_reader=store.open_reader,
+                    remove=store.remove,
+                    write=lambda artifact_id, body: store.write(
+                        artifact_id, _DieHalfWay(body, size)
+                    ),
+                )
+                return save_file(CheckpointStore(doomed), trial, path, **kw)
+            return save_file(self, trial, path, **kw)
+
+        CheckpointStore.save_file = saving  # type: ignore[method-assign]
+        return
+
+    tell = optuna.Study.tell
 
     def patched(self: optuna.Study, trial: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if phase == "before-tell":  # result and outcome recorded, trial still RUNNING
-            die(self, trial)
+        if phase == "before-tell" and chosen(self, trial):
+            # Result and outcome recorded, trial still RUNNING.
+            os.kill(os.getpid(), signal.SIGKILL)
         told = tell(self, trial, *args, **kwargs)
-        if phase == "after-tell":  # COMPLETE, before this worker's next scan and claim
-            die(self, trial)
+        if phase == "after-tell" and chosen(self, trial):
+            # COMPLETE, before this worker's next scan and claim.
+            os.kill(os.getpid(), signal.SIGKILL)
         return told
 
     optuna.Study.tell = patched  # type: ignore[method-assign]
@@ -296,6 +337,55 @@ def test_kill_around_completion_loses_and_repeats_nothing(
         assert _starts(rows) == Counter(keys) + Counter([hit["key"]])
         retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
         assert retry[4] == 2, "the retry is the transition's second attempt"
+
+
+def test_kill_mid_checkpoint_upload_never_uses_the_half_written_artifact(
+    fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    from optuna_opplan.video import CheckpointStore
+    from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
+
+    url = str(tmp_path / "plan.log")
+    log = tmp_path / "starts.log"
+    marker = tmp_path / "killed.json"
+    folder = tmp_path / "artifacts"
+    _study(url, create=True)
+    # Every transition loads its source's checkpoint (hash-checked; a load that fails or
+    # gives another trial's weights fails the transition, which would show as an extra START)
+    # and uploads its own; the kill lands half-way through one upload.
+    args = _args(url, log, "--checkpoints", str(folder))
+    kill = ("--kill-at", "mid-upload:feeding", "--marker", str(marker))
+    first = [fleet.start([*args, *kill]) for _ in range(2)]
+
+    _wait_for("a kill mid-upload", fleet, marker.exists)
+    hit = json.loads(marker.read_text())
+    killed = next(p for p in first if p.pid == hit["pid"])
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
+
+    study = _study(url)
+    _check_outcome(study, reference_plan)
+    rows = wm.parse_log(str(log))
+    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
+    # The killed attempt is abandoned (never recorded) and retried exactly once.
+    trial = study.trials[hit["trial"]]
+    assert trial.state == TrialState.FAIL
+    assert KEY_STALE in trial.system_attrs
+    assert KEY_CHECKPOINT not in trial.system_attrs, "a half-written upload is never recorded"
+    assert _starts(rows) == Counter(keys) + Counter([hit["key"]])
+    retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
+    assert retry[4] == 2
+    # Every kept checkpoint is whole (its SHA-256 matches) and holds its own trial's weights.
+    store = CheckpointStore(str(folder))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in complete:
+        assert float(store.load(study, t.number)["w"][0]) == t.number
+    recorded = {t.system_attrs[KEY_CHECKPOINT]["artifact_id"] for t in complete}
+    # The half-written artifact is still in the store, shorter than a whole one, referenced
+    # by no checkpoint record.
+    (half,) = set(os.listdir(folder)) - recorded
+    whole = complete[0].system_attrs[KEY_CHECKPOINT]["bytes"]
+    assert 0 < (folder / half).stat().st_size < whole
 
 
 def _storage_error(url: str) -> None:
