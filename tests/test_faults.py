@@ -307,36 +307,14 @@ def test_every_worker_killed_then_restarted_resumes_from_storage(
 def test_kill_around_completion_loses_and_repeats_nothing(
     phase: str, which: str, fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
 ) -> None:
-    url = str(tmp_path / "plan.log")
-    log = tmp_path / "starts.log"
-    marker = tmp_path / "killed.json"
-    _study(url, create=True)
-    args = _args(url, log, "--kill-at", f"{phase}:{which}", "--marker", str(marker))
-    first = [fleet.start(args) for _ in range(2)]
-
-    _wait_for(f"a kill at {phase}:{which}", fleet, marker.exists)
-    hit = json.loads(marker.read_text())
-    killed = next(p for p in first if p.pid == hit["pid"])
-    assert killed.wait(timeout=30) == -signal.SIGKILL
-    # The killed worker is restarted, as a supervisor would; the marker stops a second kill.
-    _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
-
-    study = _study(url)
+    study, rows, hit = _kill_one_worker(fleet, tmp_path, f"{phase}:{which}")
     _check_outcome(study, reference_plan)
-    rows = wm.parse_log(str(log))
-    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
-    trial = study.trials[hit["trial"]]
     if phase == "after-tell":
         # Told before the kill: nothing is run again.
-        assert trial.state == TrialState.COMPLETE
-        assert _starts(rows) == Counter(keys)
+        assert study.trials[hit["trial"]].state == TrialState.COMPLETE
+        assert _starts(rows) == _starts_once()
     else:
-        # Killed before it was told: that attempt is abandoned and retried exactly once.
-        assert trial.state == TrialState.FAIL
-        assert KEY_STALE in trial.system_attrs
-        assert _starts(rows) == Counter(keys) + Counter([hit["key"]])
-        retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
-        assert retry[4] == 2, "the retry is the transition's second attempt"
+        _check_retried_once(study, rows, hit)
 
 
 def test_kill_mid_checkpoint_upload_never_uses_the_half_written_artifact(
@@ -345,36 +323,18 @@ def test_kill_mid_checkpoint_upload_never_uses_the_half_written_artifact(
     from optuna_opplan.video import CheckpointStore
     from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
 
-    url = str(tmp_path / "plan.log")
-    log = tmp_path / "starts.log"
-    marker = tmp_path / "killed.json"
-    folder = tmp_path / "artifacts"
-    _study(url, create=True)
     # Every transition loads its source's checkpoint (hash-checked; a load that fails or
     # gives another trial's weights fails the transition, which would show as an extra START)
     # and uploads its own; the kill lands half-way through one upload.
-    args = _args(url, log, "--checkpoints", str(folder))
-    kill = ("--kill-at", "mid-upload:feeding", "--marker", str(marker))
-    first = [fleet.start([*args, *kill]) for _ in range(2)]
-
-    _wait_for("a kill mid-upload", fleet, marker.exists)
-    hit = json.loads(marker.read_text())
-    killed = next(p for p in first if p.pid == hit["pid"])
-    assert killed.wait(timeout=30) == -signal.SIGKILL
-    _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
-
-    study = _study(url)
+    folder = tmp_path / "artifacts"
+    study, rows, hit = _kill_one_worker(
+        fleet, tmp_path, "mid-upload:feeding", "--checkpoints", str(folder)
+    )
     _check_outcome(study, reference_plan)
-    rows = wm.parse_log(str(log))
-    keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
-    # The killed attempt is abandoned (never recorded) and retried exactly once.
-    trial = study.trials[hit["trial"]]
-    assert trial.state == TrialState.FAIL
-    assert KEY_STALE in trial.system_attrs
-    assert KEY_CHECKPOINT not in trial.system_attrs, "a half-written upload is never recorded"
-    assert _starts(rows) == Counter(keys) + Counter([hit["key"]])
-    retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
-    assert retry[4] == 2
+    _check_retried_once(study, rows, hit)
+    assert KEY_CHECKPOINT not in study.trials[hit["trial"]].system_attrs, (
+        "a half-written upload is never recorded"
+    )
     # Every kept checkpoint is whole (its SHA-256 matches) and holds its own trial's weights.
     store = CheckpointStore(str(folder))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -386,6 +346,41 @@ def test_kill_mid_checkpoint_upload_never_uses_the_half_written_artifact(
     (half,) = set(os.listdir(folder)) - recorded
     whole = complete[0].system_attrs[KEY_CHECKPOINT]["bytes"]
     assert 0 < (folder / half).stat().st_size < whole
+
+
+def _kill_one_worker(
+    fleet: Fleet, tmp_path: Path, kill_at: str, *extra: str
+) -> tuple[optuna.Study, list[tuple[str, int, str, int, int]], dict[str, Any]]:
+    """Run two workers until one SIGKILLs itself at ``kill_at``, restart it as a supervisor
+    would, run to the end; return the study, the START/FINISH log and what the kill hit."""
+    url = str(tmp_path / "plan.log")
+    log = tmp_path / "starts.log"
+    marker = tmp_path / "killed.json"
+    _study(url, create=True)
+    args = _args(url, log, *extra)
+    first = [fleet.start([*args, "--kill-at", kill_at, "--marker", str(marker)]) for _ in range(2)]
+    _wait_for(f"a kill at {kill_at}", fleet, marker.exists)
+    hit = json.loads(marker.read_text())
+    killed = next(p for p in first if p.pid == hit["pid"])
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    _wait_ok(fleet, [p for p in first if p is not killed] + [fleet.start(args)])
+    return _study(url), wm.parse_log(str(log)), hit
+
+
+def _starts_once() -> Counter[str]:
+    return Counter(t.key for t in wm.GRAPHS[GRAPH]().transitions)
+
+
+def _check_retried_once(
+    study: optuna.Study, rows: Sequence[tuple[str, int, str, int, int]], hit: dict[str, Any]
+) -> None:
+    """The killed attempt was abandoned (failed as stale) and retried exactly once."""
+    trial = study.trials[hit["trial"]]
+    assert trial.state == TrialState.FAIL
+    assert KEY_STALE in trial.system_attrs
+    assert _starts(rows) == _starts_once() + Counter([hit["key"]])
+    retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
+    assert retry[4] == 2, "the retry is the transition's second attempt"
 
 
 def _storage_error(url: str) -> None:
