@@ -17,6 +17,7 @@ checkpoint, loaded (hash-checked) the way the video trainer loads it.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Callable
 from collections.abc import Sequence
 import os
@@ -131,6 +132,11 @@ def parse_log(path: str) -> list[tuple[str, int, str, int, int]]:
             event, number, key, pid, attempt = line.split()
             rows.append((event, int(number), key, int(pid), int(attempt)))
         return rows
+
+
+def count_starts(rows: Sequence[tuple[str, int, str, int, int]]) -> Counter[str]:
+    """How often each transition's objective started, in a log parsed by :func:`parse_log`."""
+    return Counter(key for event, _, key, _, _ in rows if event == "START")
 
 
 def _hold(text: str) -> tuple[str, float]:

@@ -148,24 +148,21 @@ def _plan_summary(plan: op.Plan) -> dict[str, Any]:
     return summary
 
 
-@pytest.fixture(scope="module")
-def reference_plan() -> dict[str, Any]:
+def undisturbed_plan() -> dict[str, Any]:
     """The plan of one undisturbed in-process worker with the same seed and settings."""
-    study = wm.make_study(
-        optuna.storages.InMemoryStorage(),
-        "reference",
-        graph=GRAPH,
-        delay=SETTINGS["delay"],
-        max_epochs=SETTINGS["max_epochs"],
-    )
-    objective = SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"])
-    op.run_worker(study, objective)
+    study = _study(optuna.storages.InMemoryStorage(), create=True)
+    op.run_worker(study, SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"]))
     return _plan_summary(op.get_plan(study))
 
 
-def _study(url: str, *, create: bool = False) -> optuna.Study:
+@pytest.fixture(scope="module")
+def reference_plan() -> dict[str, Any]:
+    return undisturbed_plan()
+
+
+def _study(storage: str | optuna.storages.BaseStorage, *, create: bool = False) -> optuna.Study:
     return wm.make_study(
-        url,
+        storage,
         "plan",
         graph=GRAPH,
         delay=SETTINGS["delay"],
@@ -193,7 +190,7 @@ def _check_exactly_once(
     assert left == [], "no trial may be left RUNNING or WAITING"
 
     rows = wm.parse_log(str(log))
-    starts = Counter(key for event, _, key, _, _ in rows if event == "START")
+    starts = wm.count_starts(rows)
     expected = Counter(keys)
     expected.update({k: n - 1 for k, n in (retried or {}).items()})
     assert starts == expected, "each transition must start once (plus the retries expected)"

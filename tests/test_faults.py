@@ -46,6 +46,8 @@ from test_concurrency import SEED
 from test_concurrency import SETTINGS
 from test_concurrency import Fleet
 from test_concurrency import _plan_summary
+from test_concurrency import _study
+from test_concurrency import undisturbed_plan
 
 import optuna_opplan as op
 from optuna_opplan import _worker as worker_module
@@ -185,15 +187,9 @@ def _args(storage: str, log: Path, *extra: str, epoch_seconds: float | None = No
     ]
 
 
-def _study(url: str, *, create: bool = False) -> optuna.Study:
-    return wm.make_study(
-        url,
-        "plan",
-        graph=GRAPH,
-        delay=SETTINGS["delay"],
-        max_epochs=SETTINGS["max_epochs"],
-        create=create,
-    )
+@pytest.fixture(scope="module")
+def reference_plan() -> dict[str, Any]:
+    return undisturbed_plan()
 
 
 @pytest.fixture
@@ -203,14 +199,6 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.kill_all()
-
-
-@pytest.fixture(scope="module")
-def reference_plan() -> dict[str, Any]:
-    """The plan of one undisturbed in-process worker with the same seed and settings."""
-    study = _study(optuna.storages.InMemoryStorage(), create=True)
-    op.run_worker(study, SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"]))
-    return _plan_summary(op.get_plan(study))
 
 
 def _wait_for(what: str, fleet: Fleet, ready: Callable[[], bool]) -> None:
@@ -230,10 +218,6 @@ def _wait_ok(fleet: Fleet, procs: Sequence[subprocess.Popen[bytes]]) -> None:
             fleet.kill_all()
             pytest.fail(f"a worker did not finish within {WAIT_SECONDS}s\n{fleet.output()}")
         assert code == 0, fleet.output()
-
-
-def _starts(rows: Sequence[tuple[str, int, str, int, int]]) -> Counter[str]:
-    return Counter(key for event, _, key, _, _ in rows if event == "START")
 
 
 def _check_outcome(study: optuna.Study, reference: dict[str, Any]) -> None:
@@ -263,7 +247,7 @@ def test_every_worker_killed_then_restarted_resumes_from_storage(
 
     def in_flight() -> bool:
         rows = wm.parse_log(str(log))
-        return held in _starts(rows) and sum(r[0] == "FINISH" for r in rows) >= 4
+        return held in wm.count_starts(rows) and sum(r[0] == "FINISH" for r in rows) >= 4
 
     _wait_for(f"{held} started after 4 finished transitions", fleet, in_flight)
     for proc in first:
@@ -281,7 +265,7 @@ def test_every_worker_killed_then_restarted_resumes_from_storage(
 
     study = _study(url)
     _check_outcome(study, reference_plan)
-    restarted = _starts(wm.parse_log(str(log))[rows_before:])
+    restarted = wm.count_starts(wm.parse_log(str(log))[rows_before:])
     keys = [t.key for t in wm.GRAPHS[GRAPH]().transitions]
     # Finished transitions never start again; every other one starts exactly once more.
     assert restarted == Counter(k for k in keys if k not in done)
@@ -312,7 +296,7 @@ def test_kill_around_completion_loses_and_repeats_nothing(
     if phase == "after-tell":
         # Told before the kill: nothing is run again.
         assert study.trials[hit["trial"]].state == TrialState.COMPLETE
-        assert _starts(rows) == _starts_once()
+        assert wm.count_starts(rows) == _starts_once()
     else:
         _check_retried_once(study, rows, hit)
 
@@ -378,7 +362,7 @@ def _check_retried_once(
     trial = study.trials[hit["trial"]]
     assert trial.state == TrialState.FAIL
     assert KEY_STALE in trial.system_attrs
-    assert _starts(rows) == _starts_once() + Counter([hit["key"]])
+    assert wm.count_starts(rows) == _starts_once() + Counter([hit["key"]])
     retry = [r for r in rows if r[0] == "START" and r[2] == hit["key"]][1]
     assert retry[4] == 2, "the retry is the transition's second attempt"
 
@@ -650,7 +634,7 @@ def test_postgres_restart_mid_run_keeps_the_study_consistent(
     held = wm.GRAPHS[GRAPH]().critical_path()[1].key
     args = _args(url, log, "--hold", f"{held}=5", epoch_seconds=0.05)
     first = [fleet.start(args) for _ in range(2)]
-    _wait_for(f"{held} started", fleet, lambda: held in _starts(wm.parse_log(str(log))))
+    _wait_for(f"{held} started", fleet, lambda: held in wm.count_starts(wm.parse_log(str(log))))
     # Down for less than the grace period (live trials must not be judged abandoned) and far
     # less than the workers' storage retries: they reconnect and carry on.
     finished = {key for event, _, key, _, _ in wm.parse_log(str(log)) if event == "FINISH"}
@@ -670,5 +654,5 @@ def test_postgres_restart_mid_run_keeps_the_study_consistent(
             continue
         assert outcome.get("reason") or KEY_STALE in trial.system_attrs
         failed[trial.system_attrs[KEY_TRANSITION]] += 1
-    starts = _starts(wm.parse_log(str(log)))
+    starts = wm.count_starts(wm.parse_log(str(log)))
     assert all(1 <= n <= 1 + failed[key] for key, n in starts.items()), (starts, failed)
