@@ -248,7 +248,7 @@ def fill_study(
     single-worker order) claimed and completed with a random result, as a worker leaves them."""
     rng = np.random.default_rng(seed)
     sampler.check_study(study)
-    sampler.reconcile(study, sampler.progress(study))
+    sampler.reconcile(study, sampler.progress(study), ahead=True)
     by_key = {
         t.system_attrs[KEY_TRANSITION]: t
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False)

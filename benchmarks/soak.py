@@ -215,7 +215,7 @@ def run_phase(
     sampler = study.sampler
     assert isinstance(sampler, op.PlanningSampler)
     setup = time.monotonic()
-    sampler.reconcile(study, sampler.progress(study))
+    sampler.reconcile(study, sampler.progress(study), ahead=True)
     phase.enqueue_seconds = time.monotonic() - setup
     log, latency = folder / f"{name}-starts.log", folder / f"{name}-latency.log"
     command = [

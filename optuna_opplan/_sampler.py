@@ -49,9 +49,11 @@ _claim = _Claim()
 class PlanningSampler(BaseSampler):
     """A sampler that hands out the transitions of a :class:`TransitionGraph` as trials.
 
-    Each trial is one transition. The study holds one trial per transition from the start,
-    waiting, in topological order (the dashboard shows what is left); a transition becomes
-    ready once its source state is resolved, i.e. every transition into it is finished.
+    Each trial is one transition. A study made by :func:`create_planning_study` holds one
+    waiting trial per transition from the start, in topological order (the dashboard shows
+    what is left); on a bare study, workers enqueue each transition as it becomes ready. A
+    transition is ready once its source state is resolved, i.e. every transition into it is
+    finished.
     :func:`run_worker` claims ready transitions in topological order, with the longest
     remaining chain first; many workers on one storage each run a different one.
 
@@ -209,8 +211,14 @@ class PlanningSampler(BaseSampler):
         if stored != mine:
             raise ConfigMismatchError(_describe_mismatch(study.study_name, stored, mine))
 
-    def reconcile(self, study: Study, progress: Progress) -> bool:
-        """Give every unfinished transition a waiting trial and retire trials that must not run.
+    def reconcile(self, study: Study, progress: Progress, *, ahead: bool = False) -> bool:
+        """Give transitions waiting trials and retire trials that must not run.
+
+        Workers enqueue a trial for each ready transition that has none (a first attempt on a
+        study nobody set up, a retry). With ``ahead``, every unfinished transition gets one,
+        blocked or not, as :func:`create_planning_study` does once, so the study shows all
+        the work to do from the start. Workers do not enqueue ahead: a fleet started together
+        on a bare study would each enqueue the whole graph before seeing the others' trials.
 
         Returns whether the storage changed.
         """
@@ -218,7 +226,7 @@ class PlanningSampler(BaseSampler):
         for trial, kind, reason in progress.superseded():
             changed |= retire_trial(study, trial, kind, reason)
         for status in progress.statuses.values():
-            if status.needs_trial:
+            if status.status == "pending" or (ahead and status.needs_trial):
                 self._enqueue(study, status)
                 changed = True
         return changed

@@ -108,5 +108,5 @@ def create_planning_study(
     sampler.check_study(study, {"pruner": pruner.config()})
     # One waiting trial per transition, created here once, so that workers started together
     # do not each enqueue the whole graph.
-    sampler.reconcile(study, sampler.progress(study))
+    sampler.reconcile(study, sampler.progress(study), ahead=True)
     return study

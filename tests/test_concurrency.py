@@ -216,6 +216,9 @@ def _check_exactly_once(
         ("sqlite", "racing"),
         ("journal", "racing"),
         ("postgresql", "racing"),
+        # A bare study made by Optuna's own CLI; the workers set it up for planning.
+        ("sqlite", "optuna create-study"),
+        ("journal", "optuna create-study"),
     ],
     indirect=["storage_url"],
 )
@@ -227,6 +230,16 @@ def test_workers_run_each_transition_exactly_once(
     if init == "precreated":
         # The study (and the storage's tables) exist before any worker starts.
         _study(storage_url, create=True)
+        extra = ["--no-create"]
+    elif init == "optuna create-study":
+        journal = () if "://" in storage_url else ("--storage-class", "JournalFileBackend")
+        optuna_cli = Path(sys.executable).with_name("optuna")
+        subprocess.run(
+            [optuna_cli, "create-study", "--storage", storage_url, *journal]
+            + ["--study-name", "plan", "--direction", "maximize"],
+            check=True,
+            capture_output=True,
+        )
         extra = ["--no-create"]
     for _ in range(N_WORKERS):
         fleet.start(_worker_args(storage_url, log, NO_KILL_GRACE, *extra))

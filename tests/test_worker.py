@@ -222,35 +222,6 @@ def test_a_worker_whose_trial_was_failed_stops_and_discards_it() -> None:
     assert _complete_per_transition(study)[victim] == 1
 
 
-def test_duplicate_waiting_trials_run_once() -> None:
-    graph = op.TransitionGraph.basic(**SMALL)
-    study = _study(graph)
-    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    # Two workers raced to set up the study: every transition was enqueued twice.
-    for _ in range(2):
-        sampler.reconcile(study, op.Progress(graph, []))
-    assert len(study.trials) == 2 * len(graph.transitions)
-    op.run_worker(study, SimulatedObjective(seed=4), **_fast())
-    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
-    superseded = [
-        t
-        for t in study.trials
-        if t.system_attrs.get(KEY_OUTCOME, {}).get("status") == "superseded"
-    ]
-    assert len(superseded) == len(graph.transitions)
-    assert all(t.state == TrialState.FAIL for t in superseded)
-
-
-def test_study_optimize_is_refused_without_losing_the_transition() -> None:
-    graph = op.TransitionGraph.basic(**SMALL)
-    study = _study(graph)
-    op.run_worker(study, SimulatedObjective(seed=0), max_transitions=1, **_fast())
-    with pytest.raises(RuntimeError, match="run_worker"):
-        study.optimize(SimulatedObjective(seed=0), n_trials=1)
-    op.run_worker(study, SimulatedObjective(seed=0), **_fast())
-    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
-
-
 def test_plan_before_completion() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
@@ -261,22 +232,6 @@ def test_plan_before_completion() -> None:
         op.get_plan(study, partial=True)
     counts = op.get_progress(study).counts()
     assert counts["done"] == 2 and sum(counts.values()) == len(graph.transitions)
-
-
-def test_a_worker_with_another_graph_is_refused(tmp_path) -> None:
-    storage = op.create_storage(f"sqlite:///{tmp_path / 'plan.db'}")
-    study = _study(op.TransitionGraph.basic(**SMALL), storage=storage)
-    op.run_worker(study, SimulatedObjective(seed=0), max_transitions=1, **_fast())
-    other = optuna.load_study(
-        study_name=study.study_name,
-        storage=storage,
-        sampler=op.PlanningSampler(op.TransitionGraph.extended(**SMALL)),
-        pruner=op.KneePointPruner(delay=5),
-    )
-    before = len(other.trials)
-    with pytest.raises(op.ConfigMismatchError, match="graph transitions|graph rule"):
-        op.run_worker(other, SimulatedObjective(seed=0), **_fast())
-    assert len(other.trials) == before
 
 
 @pytest.mark.parametrize(
@@ -334,7 +289,8 @@ def test_step_tells_which_epochs_to_keep() -> None:
         assert len(retained) == 6  # delay + 1 checkpoints at most
 
 
-def test_failures_that_cut_off_states_still_let_planning_finish() -> None:
+@pytest.mark.parametrize("ahead", [True, False], ids=["set-up study", "bare study"])
+def test_failures_that_cut_off_states_still_let_planning_finish(ahead: bool) -> None:
     graph = op.TransitionGraph.basic(samplings=("uniform",))
     # A transition that is the only way into its target: failing it cuts the target off.
     doomed = next(
@@ -349,14 +305,22 @@ def test_failures_that_cut_off_states_still_let_planning_finish() -> None:
         SimulatedObjective(seed=0)(trial)
 
     study = _study(graph)
+    if ahead:
+        sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+        sampler.reconcile(study, sampler.progress(study), ahead=True)
     op.run_worker(study, objective, **_fast(), timeout=120)
     progress = op.get_progress(study)
     assert progress.is_complete
     skipped = [s for s in progress.statuses.values() if "unreachable" in s.reason]
     assert skipped, "transitions out of a state nothing reaches are skipped, not waited for"
     for status in skipped:
-        assert all(t.state == TrialState.FAIL for t in status.trials)
-        assert status.trials[-1].system_attrs[KEY_OUTCOME]["status"] == "skipped"
+        if ahead:
+            # Their waiting trials are retired with the reason.
+            (trial,) = status.trials
+            assert trial.state == TrialState.FAIL
+            assert trial.system_attrs[KEY_OUTCOME]["status"] == "skipped"
+        else:
+            assert status.trials == [], "workers never enqueue a transition that cannot run"
     assert op.get_plan(study).goal == graph.goal_states[0]
 
 
