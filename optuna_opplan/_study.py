@@ -84,7 +84,10 @@ def create_planning_study(
     """Create (or load) a maximising study set up for planning on ``graph``.
 
     The configuration is stored in the study at once, so a worker or a tool that loads it
-    later gets the same graph and settings, and a worker with different ones is refused.
+    later gets the same graph and settings, and a worker with different ones is refused. The
+    process that creates the study also gives it one waiting trial per transition, so the
+    dashboard shows all the work from the start; processes that load it (a fleet of workers
+    each calling this, racing to create the study) enqueue nothing ahead.
 
     Args:
         graph: The transition graph.
@@ -94,19 +97,36 @@ def create_planning_study(
         pruner: The knee pruner; ``KneePointPruner()`` by default.
         load_if_exists: Load the study if it exists (its stored configuration must match).
         sampler_kwargs: Passed to :class:`PlanningSampler`.
+
+    Raises:
+        ConfigMismatchError: if the existing study was set up with another graph or setting.
+        ValueError: if the existing study minimises.
+
+    Example:
+        >>> import optuna_opplan as op
+        >>> graph = op.TransitionGraph.basic(clip_lengths=(8, 16), learning_rates=(0.1, 0.01))
+        >>> study = op.create_planning_study(graph, study_name="ucf")
+        >>> len(study.trials) == len(graph.transitions)  # one waiting trial per transition
+        True
     """
     sampler = PlanningSampler(graph, **sampler_kwargs)
     pruner = pruner or KneePointPruner()
-    study = optuna.create_study(
-        storage=None if storage is None else _storage(storage),
-        study_name=study_name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=load_if_exists,
-    )
+    resolved = None if storage is None else _storage(storage)
+    options: dict[str, Any] = {"study_name": study_name, "sampler": sampler, "pruner": pruner}
+    try:
+        study = optuna.create_study(storage=resolved, direction="maximize", **options)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        if not load_if_exists or resolved is None:
+            raise
+        study = optuna.load_study(storage=resolved, **options)
+        created = False
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ValueError(
+                f"Study {study.study_name!r} minimises; a planning study must maximise its "
+                "validation score."
+            ) from None
     sampler.check_study(study, {"pruner": pruner.config()})
-    # One waiting trial per transition, created here once, so that workers started together
-    # do not each enqueue the whole graph.
-    sampler.reconcile(study, sampler.progress(study), ahead=True)
+    if created:
+        sampler.reconcile(study, sampler.progress(study), ahead=True)
     return study

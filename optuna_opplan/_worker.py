@@ -162,6 +162,9 @@ def run_worker(
                 worker.settle()
                 progress = sampler.progress(study)
                 if progress.is_complete:
+                    # A retry two workers enqueued at once may still wait: retire it, so a
+                    # finished study holds no WAITING trial.
+                    sampler.reconcile(study, progress)
                     _logger.info(f"Plan complete: {progress.counts()}.")
                     break
                 if worker.fail_stale(progress) or sampler.reconcile(study, progress):

@@ -103,15 +103,6 @@ def test_workers_on_a_bare_study_enqueue_only_ready_transitions() -> None:
     assert len(study.trials) == len(graph.transitions) + len(ready)
 
 
-def test_a_set_up_study_shows_every_transition_from_the_start(tmp_path: Any) -> None:
-    graph = op.TransitionGraph.basic(**SMALL)
-    storage = op.create_storage(str(tmp_path / "plan.log"))
-    for _ in range(2):  # a second setup (a worker's, a tool's) loads it and adds nothing
-        study = op.create_planning_study(graph, storage=storage, study_name="plan")
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    assert [t.system_attrs[KEY_TRANSITION] for t in waiting] == [t.key for t in graph.transitions]
-
-
 def test_duplicate_waiting_trials_run_once() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
@@ -162,3 +153,21 @@ def test_a_worker_with_another_graph_is_refused(tmp_path: Any) -> None:
     with pytest.raises(op.ConfigMismatchError, match="graph transitions|graph rule"):
         op.run_worker(other, SimulatedObjective(seed=0), **FAST)
     assert len(other.trials) == before
+
+
+def test_a_late_duplicate_is_retired_when_the_plan_completes() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    op.run_worker(study, SimulatedObjective(seed=0), **FAST)
+    # Two workers enqueued the same retry; the other copy ran and completed the transition.
+    late = graph.transitions[3].key
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING, system_attrs={KEY_TRANSITION: late, "opplan:attempt": 2}
+        )
+    )
+    assert op.run_worker(study, SimulatedObjective(seed=0), **FAST) == 0
+    assert study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) == []
+    (retired,) = _superseded(study)
+    assert retired.system_attrs[KEY_TRANSITION] == late
+    assert late in retired.system_attrs[KEY_OUTCOME]["reason"]

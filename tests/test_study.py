@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+import threading
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+import optuna_opplan as op
+from optuna_opplan._progress import KEY_TRANSITION
+
+SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
+
+
+def _graph() -> op.TransitionGraph:
+    return op.TransitionGraph.basic(**SMALL)
+
+
+def test_the_creator_enqueues_every_transition_and_loaders_add_nothing(tmp_path: Path) -> None:
+    graph = _graph()
+    storage = op.create_storage(str(tmp_path / "plan.log"))
+    # Workers racing to create the same study: one creates it, the others load it.
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def setup() -> None:
+        try:
+            barrier.wait()
+            op.create_planning_study(graph, storage=storage, study_name="plan")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=setup) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    study = op.load_planning_study(study_name="plan", storage=storage)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.system_attrs[KEY_TRANSITION] for t in waiting] == [
+        t.key for t in graph.transitions
+    ], "one waiting trial per transition, whatever the number of processes setting it up"
+
+
+def test_loading_needs_the_same_configuration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    op.create_planning_study(_graph(), storage=url, study_name="plan")
+    with pytest.raises(op.ConfigMismatchError, match="max_retries: study has 3, this worker 1"):
+        op.create_planning_study(_graph(), storage=url, study_name="plan", max_retries=1)
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError):
+        op.create_planning_study(_graph(), storage=url, study_name="plan", load_if_exists=False)
+    assert len(optuna.load_study(study_name="plan", storage=url).trials) == len(
+        _graph().transitions
+    ), "a refused setup adds nothing"
+
+
+def test_a_minimising_study_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    optuna.create_study(storage=url, study_name="loss", direction="minimize")
+    with pytest.raises(ValueError, match="'loss' minimises; a planning study must maximise"):
+        op.create_planning_study(_graph(), storage=url, study_name="loss")
+
+
+def test_a_bare_study_is_set_up_without_enqueueing_ahead(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    optuna.create_study(storage=url, study_name="plan", direction="maximize")
+    study = op.create_planning_study(_graph(), storage=url, study_name="plan")
+    assert study.trials == [], "workers enqueue each transition as it becomes ready"
+    loaded = op.load_planning_study(study_name="plan", storage=url)
+    assert loaded.sampler.graph.fingerprint() == _graph().fingerprint()  # type: ignore[attr-defined]
+
+
+def test_load_planning_study_needs_a_planning_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    optuna.create_study(storage=url, study_name="plain", direction="maximize")
+    with pytest.raises(ValueError, match="'plain' in .* is not a planning study"):
+        op.load_planning_study(study_name="plain", storage=url)
+    with pytest.raises(KeyError):
+        op.load_planning_study(study_name="missing", storage=url)
