@@ -179,7 +179,6 @@ class Phase:
     trials: int = 0
     plan: dict[str, Any] | None = None
     load_after: str = ""
-    enqueue_seconds: float = 0.0
 
     @property
     def per_minute(self) -> float:
@@ -215,9 +214,7 @@ def run_phase(
     if set_up:
         # The study, its config and one waiting trial per transition exist before any
         # worker starts, as after `opplan init`.
-        setup = time.monotonic()
         make_study(url, settings)
-        phase.enqueue_seconds = time.monotonic() - setup
     # Else the workers race to create the study (each calls create_planning_study): one
     # creates it and enqueues ahead, the others load it and enqueue only ready transitions.
     log, latency = folder / f"{name}-starts.log", folder / f"{name}-latency.log"
