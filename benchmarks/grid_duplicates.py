@@ -37,6 +37,8 @@ import optuna
 from optuna.trial import TrialState
 import sqlalchemy
 
+from benchmarks._env import load_average
+from benchmarks._env import machine
 import optuna_opplan as op
 from optuna_opplan._progress import KEY_TRANSITION
 
@@ -184,23 +186,6 @@ def run_plan(url: str, workers: int, folder: Path, run: int, hardened: bool) -> 
 
 
 # ---------------------------------------------------------------------------- report
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB"
-    )
-
-
-def _load() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def _table(rows: list[Row]) -> list[str]:
     lines = [
         "| sampler | storage | workers | runs | trials/starts per run | extra runs (total) "
@@ -236,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     command = "python -m benchmarks.grid_duplicates " + " ".join(sys.argv[1:])
     started = datetime.datetime.now().astimezone()
-    load_before = _load()
+    load_before = load_average()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="grid-dup-") as tmp, PostgresServer() as server:
         folder = Path(tmp)
@@ -272,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`)",
         "",
         f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; "
-        f"machine: {_machine()}; load average (1, 5, 15 min) before {load_before}, after "
-        f"{_load()}.{busy}",
+        f"machine: {machine()}; load average (1, 5, 15 min) before {load_before}, after "
+        f"{load_average()}.{busy}",
         f"Versions: Python {platform.python_version()}, optuna {optuna.__version__}, "
         f"SQLAlchemy {sqlalchemy.__version__}, {pg_version}.",
         "",

@@ -23,6 +23,8 @@ from typing import Any
 
 import tomllib
 
+from benchmarks._env import cpu_model
+from benchmarks._env import load_average
 import optuna_opplan
 from optuna_opplan.demo import DEMO_CONFIG
 from optuna_opplan.demo import run_end_to_end
@@ -32,16 +34,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _machine() -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
     return (
-        f"{os.cpu_count()} CPUs ({cpu}), {platform.platform()}, Python "
-        f"{platform.python_version()}, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
+        f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.platform()}, Python "
+        f"{platform.python_version()}, load average {load_average()}"
     )
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import RandomSampler
 
+from benchmarks._env import cpu_model
 from optuna_opplan.video import VideoDataset
 from optuna_opplan.video.synthetic import ensure_dataset
 
@@ -95,16 +96,8 @@ def wait_share(dataset: VideoDataset, steps: int) -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"torch threads {torch.get_num_threads()}"
     )

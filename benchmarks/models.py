@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks._env import cpu_model
+from benchmarks._env import load_average
 from optuna_opplan import models
 
 NUM_CLASSES = 400
@@ -85,21 +87,11 @@ def measure(name: str, kwargs: dict[str, Any], clip: tuple[int, ...], repeats: i
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}"
     )
-
-
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _contention_note(load_before: str) -> list[str]:
@@ -120,7 +112,7 @@ def render(rows: list[Row], *, command: str, started: str, load_before: str) -> 
         f"Command: `{command}` (from the repository root)",
         f"Date: {started}",
         f"Machine: {_machine()}",
-        f"Load average (1, 5, 15 min) before: {load_before}; after: {_load()}",
+        f"Load average (1, 5, 15 min) before: {load_before}; after: {load_average()}",
         "",
         f"{NUM_CLASSES} classes. GFLOPs: FlopCounterMode, one eval-mode clip, multiply-add = 2 "
         "FLOPs (GMACs = half). Train step: SGD step on a batch of "
@@ -150,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--names", nargs="*", default=None, help="subset of list_models()")
     args = parser.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load_before = _load()
+    load_before = load_average()
     rows = []
     for name in args.names or models.list_models():
         rows.append(measure(name, {}, CLIP, args.repeats))

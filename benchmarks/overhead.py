@@ -40,6 +40,8 @@ import optuna
 from optuna.trial import TrialState
 import sqlalchemy
 
+from benchmarks._env import cpu_model
+from benchmarks._env import load_average
 import optuna_opplan as op
 from optuna_opplan._plan import resolve_states
 from optuna_opplan._progress import KEY_EPOCH0
@@ -59,19 +61,10 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 # ------------------------------------------------------------------------- shared helpers
 def machine_info() -> dict[str, str]:
     """What the numbers were measured on (the other benchmark scripts reuse this)."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "optuna": optuna.__version__,
         "numpy": np.__version__,
@@ -83,10 +76,6 @@ def command_line() -> str:
     return ".venv/bin/python -m " + shlex.join(
         [sys.modules["__main__"].__spec__.name, *sys.argv[1:]]
     )
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def header_lines(title: str, command: str, load_at_start: str = "") -> list[str]:

@@ -43,10 +43,10 @@ import os
 import numpy as np
 import optuna
 
+from benchmarks._env import load_average
 from benchmarks.overhead import RESULTS_DIR
 from benchmarks.overhead import command_line
 from benchmarks.overhead import header_lines
-from benchmarks.overhead import load_average
 from benchmarks.overhead import markdown_table
 from benchmarks.overhead import text_table
 import optuna_opplan as op

@@ -45,6 +45,8 @@ import optuna
 from optuna.trial import TrialState
 import sqlalchemy
 
+from benchmarks._env import load_average
+from benchmarks._env import machine
 import optuna_opplan as op
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_STALE
@@ -270,7 +272,7 @@ def run_phase(
         elif proc.returncode != 0 and proc.pid not in killed:
             phase.failed_exits.append(proc.returncode)
     phase.workers_started = len(procs)
-    phase.load_after = _load()
+    phase.load_after = load_average()
     _check(phase, url, settings, log, killed)
     for row in _parse(latency):
         if row[0] == "ASK":
@@ -344,22 +346,6 @@ def _check(phase: Phase, url: str, settings: Settings, log: Path, killed: set[in
 
 
 # --------------------------------------------------------------------------------- report
-def _load() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    system = f"{platform.system()} {platform.release()}"
-    return f"{system}, {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB"
-
-
 def _server_version(server: PostgresServer) -> str:
     engine = sqlalchemy.create_engine(server.url())
     try:
@@ -434,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = "python -m benchmarks.soak " + " ".join(argv)
     started = datetime.datetime.now().astimezone()
-    load_before = _load()
+    load_before = load_average()
     phases = []
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, PostgresServer() as server:
         version = _server_version(server)
@@ -469,8 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`, "
         "under `nice -n 10`)",
         "",
-        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; machine: {_machine()}; "
-        f"load average (1, 5, 15 min) before {load_before}, after {_load()} "
+        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; machine: {machine()}; "
+        f"load average (1, 5, 15 min) before {load_before}, after {load_average()} "
         "(the machine was shared with another long benchmark).",
         f"Versions: Python {platform.python_version()}, optuna {optuna.__version__}, "
         f"SQLAlchemy {sqlalchemy.__version__}, {version} (private server on 127.0.0.1, "

@@ -50,6 +50,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from benchmarks._env import cpu_model
+from benchmarks._env import load_average
 from optuna_opplan.models import classification_loss
 from optuna_opplan.models import get_model
 from optuna_opplan.video import ClipTransform
@@ -241,20 +243,6 @@ def measure(
     return result
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=8, help="timed epochs per side")
@@ -278,7 +266,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_start, wall_start = load(), time.perf_counter()
+    load_start, wall_start = load_average(), time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     data = ensure_dataset(args.cache_dir, **DATA)
     base = VideoDataset.from_list_file(
@@ -324,7 +312,7 @@ def main() -> None:
         f"Machine: {cpu_model()}, nproc {os.cpu_count()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)",
-        f"Load average (1, 5, 15 min) at start: {load_start}; at end: {load()} "
+        f"Load average (1, 5, 15 min) at start: {load_start}; at end: {load_average()} "
         "(the machine is shared; wall-clock numbers move with the load, CPU time per clip less)",
         "",
         f"Data: synthetic `motion`, {DATA['num_classes']} classes x {DATA['videos_per_class']} "
