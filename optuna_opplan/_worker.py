@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass
 import functools
 import math
@@ -159,7 +160,8 @@ def run_worker(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             try:
-                worker.settle()
+                if worker.settle():
+                    done += 1
                 progress = sampler.progress(study)
                 if progress.is_complete:
                     # A retry two workers enqueued at once may still wait: retire it, so a
@@ -185,6 +187,9 @@ def run_worker(
                 time.sleep(wait * random.uniform(0.75, 1.25))
                 wait = min(wait * 1.5, max_poll_interval)
     finally:
+        if worker.pending is not None:  # leaving on a timeout or an error: one last try
+            with contextlib.suppress(*_STORAGE_ERRORS):
+                worker.settle()
         worker.abandon()
     return done
 
@@ -420,9 +425,9 @@ class _Worker:
             )
         return functools.partial(self._finish, trial, status)
 
-    def settle(self, pending: _Pending | None = None) -> None:
+    def settle(self, pending: _Pending | None = None) -> bool:
         """Record a finished transition's outcome (by default the one an outage held back),
-        then stop its heartbeat.
+        then stop its heartbeat; return whether there was one.
 
         If the storage fails, the outcome and the heartbeat are kept and ``run_worker`` tries
         again before its next scan: a transition trained through a database restart is
@@ -430,7 +435,7 @@ class _Worker:
         """
         pending = pending or self.pending
         if pending is None:
-            return
+            return False
         self.pending = None
         try:
             pending.record()
@@ -449,6 +454,7 @@ class _Worker:
                 _CANCELLED.discard(pending.trial_id)
         if pending.held:
             _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
+        return True
 
     def unrecorded(self) -> str | None:
         """The transition whose outcome waits for the storage, if any."""

@@ -390,7 +390,7 @@ for _name in (
 
 def _outage_run(
     storage: optuna.storages.BaseStorage, victim: str, fail: bool, outage: float
-) -> tuple[optuna.Study, Counter]:
+) -> tuple[optuna.Study, Counter, int]:
     """Run a worker whose storage goes down as ``victim``'s objective returns."""
     calls: Counter = Counter()
 
@@ -404,8 +404,8 @@ def _outage_run(
             raise op.TransitionFailed("loss became NaN at epoch 7")
 
     study = _study(op.TransitionGraph.basic(**SMALL), storage=storage)
-    op.run_worker(study, objective, **_fast(grace_period=0.3))
-    return study, calls
+    done = op.run_worker(study, objective, **_fast(grace_period=0.3))
+    return study, calls, done
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["trained", "failed"])
@@ -418,8 +418,9 @@ def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
     storage = FlakyStorage()
     # The outage outlasts the grace period: without the kept heartbeat and the restarted
     # staleness clocks the trial would be failed as abandoned and trained again.
-    study, calls = _outage_run(storage, victim, fail, outage=0.6)
+    study, calls, done = _outage_run(storage, victim, fail, outage=0.6)
     assert storage.failed_calls > 0, "the outage must have hit the worker"
+    assert done == sum(calls.values()), "the held-back transition counts as finished"
     trials = study.get_trials(deepcopy=False)
     assert calls[victim] == 1, "the transition is not trained again"
     (trial,) = [t for t in trials if t.system_attrs[KEY_TRANSITION] == victim]
@@ -433,7 +434,7 @@ def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
         }
     else:
         assert [t.state for t in trials] == [TrialState.COMPLETE] * len(graph.transitions)
-        reference, _ = _outage_run(optuna.storages.InMemoryStorage(), victim, fail, 0.0)
+        reference, _, _ = _outage_run(optuna.storages.InMemoryStorage(), victim, fail, 0.0)
         assert op.get_plan(study) == op.get_plan(reference)
     err = capfd.readouterr().err
     assert f"The outcome of trial id {trial._trial_id} ({victim}) could not be recorded" in err
