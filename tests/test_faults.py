@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -656,3 +657,40 @@ def test_postgres_restart_mid_run_keeps_the_study_consistent(
         failed[trial.system_attrs[KEY_TRANSITION]] += 1
     starts = wm.count_starts(wm.parse_log(str(log)))
     assert all(1 <= n <= 1 + failed[key] for key, n in starts.items()), (starts, failed)
+
+
+def test_a_transition_finishing_during_a_postgres_restart_is_recorded_not_retrained(
+    postgres_server: PostgresServer,
+    postgres_database_url: str,
+    reference_plan: dict[str, Any],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    study = _study(postgres_database_url, create=True)
+    victim = wm.GRAPHS[GRAPH]().critical_path()[1].key
+    pid_file = Path(postgres_server.tmp, "data", "postmaster.pid")
+    starts: Counter[str] = Counter()
+    restarts: list[threading.Thread] = []
+
+    def objective(trial: optuna.Trial) -> None:
+        key = op.current_transition(trial).transition.key
+        starts[key] += 1
+        SimulatedObjective(seed=SEED, max_epochs=SETTINGS["max_epochs"])(trial)
+        if key == victim and not restarts:
+            # The server goes down as the transition ends: its result, outcome and
+            # COMPLETE state must all be written while it is away or coming back.
+            restart = threading.Thread(
+                target=postgres_server.restart, kwargs={"down_seconds": 2.0}
+            )
+            restarts.append(restart)
+            restart.start()
+            while pid_file.exists():
+                time.sleep(0.01)
+
+    op.run_worker(study, objective, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE)
+    restarts[0].join()
+    _check_outcome(_study(postgres_database_url), reference_plan)
+    assert starts[victim] == 1, "trained once: the outcome waited for the server"
+    assert study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) == []
+    err = capfd.readouterr().err
+    assert f"({victim}) could not be recorded" in err
+    assert "is recorded after all" in err
