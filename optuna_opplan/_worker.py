@@ -8,7 +8,6 @@ import math
 import os
 import random
 import socket
-import threading
 import time
 from typing import Any
 import uuid
@@ -20,12 +19,13 @@ from optuna.study import Study
 from optuna.trial import TrialState
 import sqlalchemy.exc
 
+from optuna_opplan._heartbeat import Heartbeat
+from optuna_opplan._heartbeat import StalenessWatch
+from optuna_opplan._heartbeat import fail_abandoned
 from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
-from optuna_opplan._progress import KEY_HEARTBEAT
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_STALE
 from optuna_opplan._progress import KEY_WORKER
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
@@ -253,47 +253,13 @@ def get_progress(study: Study) -> Progress:
     return sampler.progress(study)
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, study: Study, trial_id: int, interval: float) -> None:
-        super().__init__(daemon=True, name=f"opplan-heartbeat-{trial_id}")
-        self._storage = study._storage
-        self._trial_id = trial_id
-        self._interval = interval
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        beat = 0
-        while True:
-            try:
-                self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
-            except UpdateFinishedTrialError:
-                # Another worker decided this trial was abandoned and failed it: stop training.
-                _CANCELLED.add(self._trial_id)
-                return
-            except Exception as exc:  # a storage outage must not kill the training thread
-                _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
-                # Beat again soon: the first beat after an outage tells the other workers,
-                # whose clocks ran on while they could not look either, that this one lives.
-                beat += 1
-                if self._stop_event.wait(min(self._interval, 1.0)):
-                    return
-                continue
-            beat += 1
-            if self._stop_event.wait(self._interval):
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 @dataclass
 class _Pending:
     """A transition whose objective returned, and the call that records its outcome."""
 
     trial_id: int
     key: str
-    heartbeat: _Heartbeat
+    heartbeat: Heartbeat
     record: Callable[[], None] = lambda: None
     held: bool = False  # an outage already held it back once
 
@@ -320,44 +286,24 @@ class _Worker:
         self.grace = grace
         self.catch = catch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        # Staleness is judged on this worker's own clock: a heartbeat value that has not
-        # changed for `grace` seconds, whatever the other machines' clocks say.
-        self._seen: dict[int, tuple[Any, float]] = {}
+        self._watch = StalenessWatch(grace)
         self.pending: _Pending | None = None
 
     def fail_stale(self, progress: Progress) -> bool:
-        now = time.monotonic()
         running = {s.running._trial_id: s for s in progress.with_status("running") if s.running}
-        self._seen = {k: v for k, v in self._seen.items() if k in running}
+        trials = [s.running for s in running.values() if s.running is not None]
         failed = False
-        for trial_id, status in running.items():
-            assert status.running is not None
-            beat = status.running.system_attrs.get(KEY_HEARTBEAT)
-            last = self._seen.get(trial_id)
-            if last is None or last[0] != beat:
-                self._seen[trial_id] = (beat, now)
+        for trial, silent_for in self._watch.stale(trials):
+            if not fail_abandoned(self.study._storage, trial, self.name):
                 continue
-            if now - last[1] < self.grace:
-                continue
-            failed |= self._fail_abandoned(status, now - last[1])
+            failed = True
+            key = running[trial._trial_id].transition.key
+            owner = trial.system_attrs.get(KEY_WORKER, "?")
+            _logger.warning(
+                f"Trial {trial.number} ({key}) had no heartbeat from worker {owner} for "
+                f"{silent_for:.0f}s: failed it; the transition will be retried."
+            )
         return failed
-
-    def _fail_abandoned(self, status: TransitionStatus, silent_for: float) -> bool:
-        trial = status.running
-        assert trial is not None
-        storage = self.study._storage
-        try:
-            storage.set_trial_system_attr(trial._trial_id, KEY_STALE, self.name)
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                return False
-        except UpdateFinishedTrialError:
-            return False
-        owner = trial.system_attrs.get(KEY_WORKER, "?")
-        _logger.warning(
-            f"Trial {trial.number} ({status.transition.key}) had no heartbeat from worker "
-            f"{owner} for {silent_for:.0f}s: failed it; the transition will be retried."
-        )
-        return True
 
     def try_one(self, progress: Progress) -> str:
         """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
@@ -382,7 +328,7 @@ class _Worker:
 
     def _train(self, status: TransitionStatus, trial_id: int) -> None:
         self.study._storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
-        heartbeat = _Heartbeat(self.study, trial_id, self.heartbeat_interval)
+        heartbeat = Heartbeat(self.study._storage, trial_id, self.heartbeat_interval)
         heartbeat.start()
         pending = _Pending(trial_id, status.transition.key, heartbeat)
         try:
@@ -470,7 +416,7 @@ class _Worker:
     def storage_failed(self) -> None:
         """Restart the staleness clocks: while this worker could not read the storage, the
         others' heartbeats may have been written unseen (or failed like its own reads)."""
-        self._seen.clear()
+        self._watch.forget()
 
     def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> None:
         if trial._trial_id in _CANCELLED:

@@ -228,7 +228,9 @@ def _worker(args: argparse.Namespace) -> int:
     grid = grid_mod.load_grid_study(study, config)
     if grid is not None and not args.no_grid:
         objective = grid_mod.GridObjective(config, splits)
-        done = grid_mod.run_grid_worker(grid, objective)
+        done = grid_mod.run_grid_worker(
+            grid, objective, heartbeat_interval=args.heartbeat_interval
+        )
         print(f"worker: trained {done} grid schedules.")
     return 0
 

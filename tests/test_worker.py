@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
+from optuna_opplan import _heartbeat as heartbeat_module
 from optuna_opplan import _worker as worker_module
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
@@ -467,7 +468,7 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     claimed = sampler.claim(study, progress.with_status("ready")[0], progress)
     assert claimed is not None
     now = [0.0]
-    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(heartbeat_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     observer = worker_module._Worker(
         study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 1.0, (Exception,)
     )

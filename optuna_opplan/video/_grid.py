@@ -1,16 +1,27 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
+import contextlib
 import itertools
-import logging
+import os
+import random
+import socket
 import time
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
+from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._heartbeat import Heartbeat
+from optuna_opplan._heartbeat import StalenessWatch
+from optuna_opplan._heartbeat import fail_abandoned
+from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._worker import _STORAGE_ERRORS
+from optuna_opplan._worker import _storage_pause
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._setup import KEY_GRID_STUDY
@@ -146,48 +157,123 @@ class GridObjective:
         return float(result.history[-1]["val"])
 
 
-def run_grid_worker(study: Study, objective: GridObjective, *, max_retries: int = 2) -> int:
-    """Claim waiting grid trials one at a time (atomically) until none is left.
+def run_grid_worker(
+    study: Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    max_retries: int = 2,
+    heartbeat_interval: float = 10.0,
+    grace_period: float | None = None,
+    poll_interval: float = 0.5,
+    max_poll_interval: float = 10.0,
+) -> int:
+    """Claim waiting grid trials one at a time (atomically) until every one is finished.
 
-    A trial whose objective raises is failed and enqueued again, at most ``max_retries``
-    times per grid point. Returns the number of grid trials this worker completed.
+    Like :func:`~optuna_opplan.run_worker`: a running schedule sends heartbeats, and one
+    whose worker went silent for ``grace_period`` seconds (default: 6 heartbeats) is failed
+    and enqueued again, so a killed worker's schedule is not left RUNNING forever. A worker
+    therefore waits while other workers' schedules run. A schedule whose objective raises
+    is failed and enqueued again too, at most ``max_retries`` times per grid point. A storage
+    error is retried with backoff, then :class:`~optuna_opplan.StorageUnavailableError`.
+
+    Returns:
+        The number of grid trials this worker completed.
     """
-    done = 0
-    while True:
-        waiting = study._storage.get_all_trials(
-            study._study_id, deepcopy=False, states=(TrialState.WAITING,)
+    grace = 6.0 * heartbeat_interval if grace_period is None else grace_period
+    if not grace > heartbeat_interval > 0:
+        raise ValueError(
+            "`grace_period` must be longer than a positive `heartbeat_interval`, but got "
+            f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
-        if not waiting:
-            return done
-        claimed = None
-        for frozen in waiting:
-            try:
-                if study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
-                    claimed = frozen
-                    break
-            except UpdateFinishedTrialError:
+    storage = study._storage
+    name = f"{socket.gethostname()}:{os.getpid()}:grid"
+    watch = StalenessWatch(grace)
+    done = 0
+    wait = poll_interval
+    failures = 0
+    while True:
+        try:
+            trials = storage.get_all_trials(study._study_id, deepcopy=False)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            silent = watch.stale(running)
+            for frozen, silent_for in silent:
+                if fail_abandoned(storage, frozen, name):
+                    _logger.warning(
+                        f"Grid trial {frozen.number} had no heartbeat for {silent_for:.0f}s: "
+                        "failed it; it will be run again."
+                    )
+                    _enqueue_again(study, frozen, max_retries)
+            if silent:
                 continue
-        if claimed is None:
-            time.sleep(0.05)
-            continue
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+            if not waiting and not running:
+                return done
+            claimed = next((t for t in waiting if _claim(study, t)), None)
+            if claimed is None:
+                # Others' schedules still run: wait, to take over any whose worker dies.
+                time.sleep(wait * random.uniform(0.75, 1.25))
+                wait = min(wait * 1.5, max_poll_interval)
+                continue
+            wait = poll_interval
+            done += _run_grid_trial(study, claimed, objective, heartbeat_interval, max_retries)
+            failures = 0
+        except _STORAGE_ERRORS as exc:
+            failures += 1
+            watch.forget()
+            _storage_pause(study, exc, failures, None)
+
+
+def _claim(study: Study, frozen: FrozenTrial) -> bool:
+    try:
+        return bool(study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING))
+    except UpdateFinishedTrialError:
+        return False
+
+
+def _run_grid_trial(
+    study: Study,
+    claimed: FrozenTrial,
+    objective: Callable[[optuna.Trial], float],
+    heartbeat_interval: float,
+    max_retries: int,
+) -> int:
+    """Train a claimed grid trial under a heartbeat; 1 if this worker completed it."""
+    heartbeat = Heartbeat(study._storage, claimed._trial_id, heartbeat_interval)
+    heartbeat.start()
+    try:
         trial = optuna.Trial(study, claimed._trial_id)
         try:
             value = objective(trial)
         except Exception as exc:
             _logger.warning(f"Grid trial {trial.number} failed: {exc!r}", exc_info=True)
-            study.tell(trial, state=TrialState.FAIL)
-            attempt = int(claimed.system_attrs.get(KEY_GRID_ATTEMPT, 1))
-            if attempt <= max_retries:
-                study.add_trial(
-                    optuna.trial.create_trial(
-                        state=TrialState.WAITING,
-                        system_attrs={
-                            "fixed_params": claimed.system_attrs.get("fixed_params", {}),
-                            KEY_GRID_ATTEMPT: attempt + 1,
-                        },
-                    )
-                )
-            continue
-        study.tell(trial, value)
-        done += 1
-        logging.getLogger("optuna.opplan").info(f"Grid trial {trial.number}: val {value:.4f}")
+            with contextlib.suppress(UpdateFinishedTrialError, ValueError):
+                study.tell(trial, state=TrialState.FAIL)
+                _enqueue_again(study, claimed, max_retries)
+            return 0
+        try:
+            study.tell(trial, value)
+        except (UpdateFinishedTrialError, ValueError):
+            # Judged abandoned while it trained (a stalled machine): another worker reruns it.
+            _logger.warning(f"Grid trial {trial.number} was failed meanwhile; discarded.")
+            return 0
+        _logger.info(f"Grid trial {trial.number}: val {value:.4f}")
+        return 1
+    finally:
+        heartbeat.stop()
+        _CANCELLED.discard(claimed._trial_id)
+
+
+def _enqueue_again(study: Study, failed: FrozenTrial, max_retries: int) -> None:
+    attempt = int(failed.system_attrs.get(KEY_GRID_ATTEMPT, 1))
+    if attempt > max_retries:
+        _logger.warning(f"Grid trial {failed.number} failed {attempt} times; giving it up.")
+        return
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            system_attrs={
+                "fixed_params": failed.system_attrs.get("fixed_params", {}),
+                KEY_GRID_ATTEMPT: attempt + 1,
+            },
+        )
+    )

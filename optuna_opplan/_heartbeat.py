@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+import threading
+import time
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from optuna_opplan._progress import KEY_HEARTBEAT
+from optuna_opplan._progress import KEY_STALE
+from optuna_opplan._pruner import _CANCELLED
+
+_logger = optuna.logging.get_logger("optuna.opplan")
+
+
+class Heartbeat(threading.Thread):
+    """Bumps a counter in a running trial's system attributes every ``interval`` seconds.
+
+    A counter, not a timestamp: observers judge it on their own clocks, so machines need not
+    agree on the time. If the storage refuses the beat because the trial was finished
+    meanwhile (another worker judged it abandoned), the trial is marked cancelled, which the
+    :class:`KneePointPruner` turns into a stop.
+    """
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
+        super().__init__(daemon=True, name=f"opplan-heartbeat-{trial_id}")
+        self._storage = storage
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        beat = 0
+        while True:
+            try:
+                self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
+            except UpdateFinishedTrialError:
+                _CANCELLED.add(self._trial_id)
+                return
+            except Exception as exc:  # a storage outage must not kill the training thread
+                _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
+                # Beat again soon: the first beat after an outage tells the other workers,
+                # whose clocks ran on while they could not look either, that this one lives.
+                beat += 1
+                if self._stop_event.wait(min(self._interval, 1.0)):
+                    return
+                continue
+            beat += 1
+            if self._stop_event.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+class StalenessWatch:
+    """Which running trials stopped beating for ``grace`` seconds of this process's clock.
+
+    Call :meth:`stale` on every scan; call :meth:`forget` after a storage outage, during
+    which beats may have been written unseen (or failed like this process's own reads).
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def stale(self, running: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
+        """The trials of ``running`` silent for a whole grace period, with how long."""
+        now = time.monotonic()
+        ids = {t._trial_id for t in running}
+        self._seen = {k: v for k, v in self._seen.items() if k in ids}
+        silent = []
+        for trial in running:
+            beat = trial.system_attrs.get(KEY_HEARTBEAT)
+            last = self._seen.get(trial._trial_id)
+            if last is None or last[0] != beat:
+                self._seen[trial._trial_id] = (beat, now)
+            elif now - last[1] >= self.grace:
+                silent.append((trial, now - last[1]))
+        return silent
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+
+def fail_abandoned(storage: BaseStorage, trial: FrozenTrial, observer: str) -> bool:
+    """Fail a running trial whose worker went silent, marking who judged it; False if it
+    finished meanwhile."""
+    try:
+        storage.set_trial_system_attr(trial._trial_id, KEY_STALE, observer)
+        return bool(storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
