@@ -10,9 +10,10 @@ Run from the repository root: ``.venv/bin/python -m benchmarks.overhead [--out P
 - Ask: what a worker does to get its next transition, ``sampler.progress(study)`` (one read
   of all trials + the status of every transition) + ``sampler.reconcile`` + ``sampler.claim``,
   on a study in the local SQLite storage (``op.create_storage("sqlite:///...")``, i.e.
-  ``BEGIN IMMEDIATE``) and in a journal file, holding one trial per transition of a generated
-  graph with 10, 100 or 1,000 transitions, half of them completed in the single-worker order.
-  After each measured claim the trial is put back to WAITING so every call sees the same study.
+  ``BEGIN IMMEDIATE``) and in a journal file, for a generated graph with 10, 100 or 1,000
+  transitions, half of them completed in the single-worker order, and a waiting trial for each
+  transition then ready (workers enqueue a transition when it becomes ready). After each
+  measured claim the trial is put back to WAITING so every call sees the same study.
   Target: < 50 ms per ask with 1,000 trials on the local storage.
 - DP: ``op.compute_plan`` on graphs of 10 .. 10,000 transitions with random results, plus the
   scheduler's view of the same results (``Progress`` over in-memory trials: ``get_plan`` minus
@@ -233,36 +234,37 @@ def single_worker_order(graph: op.TransitionGraph) -> list[op.Transition]:
 def fill_study(
     study: optuna.Study, sampler: op.PlanningSampler, done_fraction: float, seed: int
 ) -> None:
-    """One waiting trial per transition, then the first ``done_fraction`` of them (in the
-    single-worker order) claimed and completed with a random result, as a worker leaves them."""
+    """The first ``done_fraction`` of the transitions (in the single-worker order) completed
+    with a random result, as workers leave them, and a waiting trial for each transition that
+    is then ready, as the workers enqueue them."""
     rng = np.random.default_rng(seed)
     sampler.check_study(study)
-    sampler.reconcile(study, sampler.progress(study), ahead=True)
-    by_key = {
-        t.system_attrs[KEY_TRANSITION]: t
-        for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
-    }
     order = single_worker_order(sampler.graph)
-    storage = study._storage
-    for t in order[: int(done_fraction * len(order))]:
-        trial = by_key[t.key]
-        assert storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
-        storage.set_trial_system_attr(trial._trial_id, KEY_SOURCE_TRIAL, None)
-        storage.set_trial_system_attr(trial._trial_id, KEY_EPOCH0, 0.0)
-        for epoch in range(1, 4):
-            storage.set_trial_intermediate_value(trial._trial_id, epoch, float(rng.uniform()))
+    for number, t in enumerate(order[: int(done_fraction * len(order))]):
         result = op.TransitionResult(
             score=float(rng.uniform(0.3, 0.9)),
             observed=float(rng.uniform(0.3, 0.9)),
             epochs=int(rng.integers(1, 40)),
-            trial=trial.number,
+            trial=number,
             epochs_trained=50,
             knee_epoch=20,
             reason="knee",
         )
-        storage.set_trial_system_attr(trial._trial_id, KEY_RESULT, result.to_dict())
-        storage.set_trial_system_attr(trial._trial_id, KEY_OUTCOME, {"status": "ok"})
-        storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [result.score])
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                value=result.score,
+                system_attrs={
+                    KEY_TRANSITION: t.key,
+                    KEY_SOURCE_TRIAL: None,
+                    KEY_EPOCH0: 0.0,
+                    KEY_RESULT: result.to_dict(),
+                    KEY_OUTCOME: {"status": "ok"},
+                },
+                intermediate_values={e: float(rng.uniform()) for e in range(1, 4)},
+            )
+        )
+    sampler.reconcile(study, sampler.progress(study))
 
 
 def bench_ask(

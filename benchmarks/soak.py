@@ -214,11 +214,9 @@ def run_phase(
 ) -> Phase:
     phase = Phase(name)
     if set_up:
-        # The study, its config and one waiting trial per transition exist before any
-        # worker starts, as after `opplan init`.
+        # The study and its config exist before any worker starts, as after `opplan init`;
+        # else the workers race to create it, each calling create_planning_study.
         make_study(url, settings)
-    # Else the workers race to create the study (each calls create_planning_study): one
-    # creates it and enqueues ahead, the others load it and enqueue only ready transitions.
     log, latency = folder / f"{name}-starts.log", folder / f"{name}-latency.log"
     command = [
         sys.executable,
@@ -389,8 +387,8 @@ def _racing_note(phases: Sequence[Phase], n: int) -> list[str]:
         f"({racing.trials - n} retired or retried). The first version of this script let 8 "
         "workers start on an empty study while every `create_planning_study` call enqueued "
         "the whole graph: 2249 trials, scans of 3.4 s at p50 and no transition complete "
-        "after 90 s. Now only the process that creates the study enqueues ahead; the others "
-        "enqueue a transition when it becomes ready.",
+        "after 90 s. Now a transition is enqueued when it becomes ready, so a race can only "
+        "duplicate the few ready ones (retired unrun).",
         "",
     ]
 
@@ -470,8 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`KneePointPruner(delay={settings.delay}, max_epochs={settings.max_epochs})`, "
         f"heartbeat {settings.heartbeat_interval} s, grace {settings.grace_period} s, poll "
         f"{settings.poll_interval}-{settings.max_poll_interval} s; a fresh database per "
-        "phase. *undisturbed* and *SIGKILLs*: the study is set up (`create_planning_study`: "
-        "one waiting trial per transition) before the workers start; in *SIGKILLs* a random "
+        "phase. *undisturbed* and *SIGKILLs*: the study is set up (`create_planning_study`) "
+        "before the workers start; in *SIGKILLs* a random "
         f"live worker is killed every {args.kill_every[0]:g}-{args.kill_every[1]:g} s (seed "
         f"{args.seed}) and a new one started at once, until the plan is complete. *racing "
         "start*: nothing exists before the workers, which all start at once and each call "

@@ -60,11 +60,6 @@ class TransitionStatus:
         """Whether the transition is done or failed for good."""
         return self.status in ("done", "failed")
 
-    @property
-    def needs_trial(self) -> bool:
-        """Whether no live trial stands for this unfinished transition."""
-        return not self.finished and self.waiting is None and self.running is None
-
 
 class Progress:
     """A snapshot of planning: the status of every transition and the resolved states.

@@ -49,11 +49,9 @@ _claim = _Claim()
 class PlanningSampler(BaseSampler):
     """A sampler that hands out the transitions of a :class:`TransitionGraph` as trials.
 
-    Each trial is one transition. A study made by :func:`create_planning_study` holds one
-    waiting trial per transition from the start, in topological order (the dashboard shows
-    what is left); on a bare study, workers enqueue each transition as it becomes ready. A
-    transition is ready once its source state is resolved, i.e. every transition into it is
-    finished.
+    Each trial is one transition, enqueued as a waiting trial once the transition is ready:
+    its source state is resolved, i.e. every transition into it is finished. (What is still
+    blocked shows in :func:`~optuna_opplan.dashboard.graph_figure` and ``opplan status``.)
     :func:`run_worker` claims ready transitions in topological order, with the longest
     remaining chain first; many workers on one storage each run a different one.
 
@@ -211,14 +209,13 @@ class PlanningSampler(BaseSampler):
         if stored != mine:
             raise ConfigMismatchError(_describe_mismatch(study.study_name, stored, mine))
 
-    def reconcile(self, study: Study, progress: Progress, *, ahead: bool = False) -> bool:
-        """Give transitions waiting trials and retire trials that must not run.
+    def reconcile(self, study: Study, progress: Progress) -> bool:
+        """Give each ready transition a waiting trial and retire trials that must not run.
 
-        Workers enqueue a trial for each ready transition that has none (a first attempt on a
-        study nobody set up, a retry). With ``ahead``, every unfinished transition gets one,
-        blocked or not, as :func:`create_planning_study` does once, so the study shows all
-        the work to do from the start. Workers do not enqueue ahead: a fleet started together
-        on a bare study would each enqueue the whole graph before seeing the others' trials.
+        A transition gets its trial once its source state is resolved (a first attempt, or a
+        retry), not before: blocked transitions waiting in the storage would be re-read on
+        every scan (Optuna's cached storages re-read unfinished trials), and a fleet started
+        together would each enqueue the whole graph before seeing the others' trials.
 
         Returns whether the storage changed.
         """
@@ -226,7 +223,7 @@ class PlanningSampler(BaseSampler):
         for trial, kind, reason in progress.superseded():
             changed |= retire_trial(study, trial, kind, reason)
         for status in progress.statuses.values():
-            if status.status == "pending" or (ahead and status.needs_trial):
+            if status.status == "pending":
                 self._enqueue(study, status)
                 changed = True
         return changed

@@ -85,9 +85,8 @@ def create_planning_study(
 
     The configuration is stored in the study at once, so a worker or a tool that loads it
     later gets the same graph and settings, and a worker with different ones is refused. The
-    process that creates the study also gives it one waiting trial per transition, so the
-    dashboard shows all the work from the start; processes that load it (a fleet of workers
-    each calling this, racing to create the study) enqueue nothing ahead.
+    transitions out of the initial model are enqueued; each later one is enqueued by a worker
+    once it becomes ready. Any number of processes may call this at once on the same storage.
 
     Args:
         graph: The transition graph.
@@ -106,27 +105,24 @@ def create_planning_study(
         >>> import optuna_opplan as op
         >>> graph = op.TransitionGraph.basic(clip_lengths=(8, 16), learning_rates=(0.1, 0.01))
         >>> study = op.create_planning_study(graph, study_name="ucf")
-        >>> len(study.trials) == len(graph.transitions)  # one waiting trial per transition
-        True
+        >>> len(study.trials), len(graph.transitions)  # the out-of-initial ones, as waiting
+        (4, 12)
     """
     sampler = PlanningSampler(graph, **sampler_kwargs)
     pruner = pruner or KneePointPruner()
-    resolved = None if storage is None else _storage(storage)
-    options: dict[str, Any] = {"study_name": study_name, "sampler": sampler, "pruner": pruner}
-    try:
-        study = optuna.create_study(storage=resolved, direction="maximize", **options)
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        if not load_if_exists or resolved is None:
-            raise
-        study = optuna.load_study(storage=resolved, **options)
-        created = False
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ValueError(
-                f"Study {study.study_name!r} minimises; a planning study must maximise its "
-                "validation score."
-            ) from None
+    study = optuna.create_study(
+        storage=None if storage is None else _storage(storage),
+        study_name=study_name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=load_if_exists,
+    )
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ValueError(
+            f"Study {study.study_name!r} minimises; a planning study must maximise its "
+            "validation score."
+        )
     sampler.check_study(study, {"pruner": pruner.config()})
-    if created:
-        sampler.reconcile(study, sampler.progress(study), ahead=True)
+    sampler.reconcile(study, sampler.progress(study))
     return study

@@ -103,13 +103,19 @@ def test_workers_on_a_bare_study_enqueue_only_ready_transitions() -> None:
     assert len(study.trials) == len(graph.transitions) + len(ready)
 
 
-def test_duplicate_waiting_trials_run_once() -> None:
+def test_duplicate_and_early_waiting_trials_run_once() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
-    sampler = _sampler(study)
-    # Two processes raced to set up the study: every transition was enqueued twice.
+    # Every transition enqueued twice, blocked ones included (by hand, or by an earlier
+    # version that enqueued the whole graph up front, racing another process).
     for _ in range(2):
-        sampler.reconcile(study, op.Progress(graph, []), ahead=True)
+        for transition in graph.transitions:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    system_attrs={KEY_TRANSITION: transition.key, "opplan:attempt": 1},
+                )
+            )
     assert len(study.trials) == 2 * len(graph.transitions)
     op.run_worker(study, SimulatedObjective(seed=4), **FAST)
     assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
