@@ -283,7 +283,6 @@ class _Worker:
         self.sampler = sampler
         self.pruner = pruner
         self.heartbeat_interval = heartbeat_interval
-        self.grace = grace
         self.catch = catch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._watch = StalenessWatch(grace)

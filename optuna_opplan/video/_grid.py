@@ -194,6 +194,7 @@ def run_grid_worker(
     while True:
         try:
             trials = storage.get_all_trials(study._study_id, deepcopy=False)
+            failures = 0
             running = [t for t in trials if t.state == TrialState.RUNNING]
             silent = watch.stale(running)
             for frozen, silent_for in silent:
@@ -216,7 +217,6 @@ def run_grid_worker(
                 continue
             wait = poll_interval
             done += _run_grid_trial(study, claimed, objective, heartbeat_interval, max_retries)
-            failures = 0
         except _STORAGE_ERRORS as exc:
             failures += 1
             watch.forget()
