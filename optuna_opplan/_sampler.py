@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Sequence
 import json
 import logging
@@ -209,24 +210,35 @@ class PlanningSampler(BaseSampler):
         if stored != mine:
             raise ConfigMismatchError(_describe_mismatch(study.study_name, stored, mine))
 
-    def reconcile(self, study: Study, progress: Progress) -> bool:
-        """Give each ready transition a waiting trial and retire trials that must not run.
+    def reconcile(
+        self, study: Study, progress: Progress, *, only: Collection[str] | None = None
+    ) -> bool:
+        """Give ready transitions a waiting trial and retire trials that must not run.
 
         A transition gets its trial once its source state is resolved (a first attempt, or a
         retry), not before: blocked transitions waiting in the storage would be re-read on
         every scan (Optuna's cached storages re-read unfinished trials), and a fleet started
         together would each enqueue the whole graph before seeing the others' trials.
 
-        Returns whether the storage changed.
+        Args:
+            study: The planning study.
+            progress: A snapshot of it.
+            only: Enqueue only these ready transitions (keys); :obj:`None`: all of them.
+
+        Returns:
+            Whether a trial was enqueued: the snapshot then lacks claimable work, and the
+            caller should scan again. (Retiring changes nothing a claim from this snapshot
+            would take: it only ever claims the lowest-numbered waiting trial of a ready
+            transition.)
         """
-        changed = False
         for trial, kind, reason in progress.superseded():
-            changed |= retire_trial(study, trial, kind, reason)
-        for status in progress.statuses.values():
-            if status.status == "pending":
+            retire_trial(study, trial, kind, reason)
+        enqueued = False
+        for status in progress.with_status("pending"):
+            if only is None or status.transition.key in only:
                 self._enqueue(study, status)
-                changed = True
-        return changed
+                enqueued = True
+        return enqueued
 
     def claim(self, study: Study, status: TransitionStatus, progress: Progress) -> int | None:
         """Claim ``status``'s waiting trial for this process; return its id, or :obj:`None`

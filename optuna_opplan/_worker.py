@@ -169,7 +169,9 @@ def run_worker(
                     sampler.reconcile(study, progress)
                     _logger.info(f"Plan complete: {progress.counts()}.")
                     break
-                if worker.fail_stale(progress) or sampler.reconcile(study, progress):
+                if worker.fail_stale(progress) or sampler.reconcile(
+                    study, progress, only=worker.to_enqueue(progress)
+                ):
                     storage_failures = 0
                     continue
                 outcome = worker.try_one(progress)
@@ -287,6 +289,33 @@ class _Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._watch = StalenessWatch(grace)
         self.pending: _Pending | None = None
+        # Who enqueues a transition that became ready: the worker whose own act made it
+        # ready (it finished a transition into its source, or an attempt of it failed) sees
+        # it first, in the scan right after. Others wait `defer` seconds of their own clock
+        # before doing it themselves (that worker may have died right after): a fleet that
+        # all enqueued at once would mostly make duplicates to retire. A starting worker
+        # takes the transitions out of the initial model, for a study nobody enqueued yet.
+        self._duty: set[str] = {t.key for t in sampler.graph.transitions if t.source is None}
+        self.defer = grace / 2
+        self._pending_since: dict[str, float] = {}
+
+    def finished(self, key: str) -> None:
+        """Take the duty to enqueue what the end of transition ``key`` makes ready: its own
+        retry, or the transitions out of its target state."""
+        transition = self.sampler.graph.transition(key)
+        self._duty.add(key)
+        self._duty.update(t.key for t in self.sampler.graph.successors(transition.target))
+
+    def to_enqueue(self, progress: Progress) -> list[str]:
+        """The ready transitions without a trial that this worker should enqueue now."""
+        pending = [s.transition.key for s in progress.with_status("pending")]
+        now = time.monotonic()
+        self._pending_since = {k: self._pending_since.get(k, now) for k in pending}
+        mine = [k for k in pending if k in self._duty]
+        self._duty.clear()
+        return mine + [
+            k for k in pending if k not in mine and now - self._pending_since[k] >= self.defer
+        ]
 
     def fail_stale(self, progress: Progress) -> bool:
         running = {s.running._trial_id: s for s in progress.with_status("running") if s.running}
@@ -297,6 +326,7 @@ class _Worker:
                 continue
             failed = True
             key = running[trial._trial_id].transition.key
+            self.finished(key)
             owner = trial.system_attrs.get(KEY_WORKER, "?")
             _logger.warning(
                 f"Trial {trial.number} ({key}) had no heartbeat from worker {owner} for "
@@ -399,6 +429,7 @@ class _Worker:
                 _CANCELLED.discard(pending.trial_id)
         if pending.held:
             _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
+        self.finished(pending.key)
         return True
 
     def unrecorded(self) -> str | None:

@@ -494,3 +494,45 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     assert not look_at(2.9)
     assert look_at(3.1), "silent for a whole grace period the observer could watch"
     assert study._storage.get_trial(claimed).state == TrialState.FAIL
+
+
+def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_delay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+    now = [0.0]
+    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    worker = worker_module._Worker(
+        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 4.0, (Exception,)
+    )
+    starts = [t.key for t in graph.transitions if t.source is None]
+    # A starting worker takes the transitions out of the initial model.
+    assert worker.to_enqueue(sampler.progress(study)) == starts
+    # Another worker finished the first start transition: what it made ready is its to
+    # enqueue; this one waits `defer` (half the grace period) before taking over.
+    first = graph.transitions[0]
+    sampler.reconcile(study, sampler.progress(study))
+    progress = sampler.progress(study)
+    claimed = sampler.claim(study, progress.statuses[first.key], progress)
+    assert claimed is not None
+    study._storage.set_trial_system_attr(
+        claimed,
+        "opplan:result",
+        op.TransitionResult(score=0.5, observed=0.5, epochs=1, trial=0).to_dict(),
+    )
+    study._storage.set_trial_state_values(claimed, TrialState.COMPLETE, [0.5])
+    made_ready = sorted(t.key for t in graph.successors(first.target))
+    assert worker.to_enqueue(sampler.progress(study)) == []
+    now[0] = 1.9
+    assert worker.to_enqueue(sampler.progress(study)) == []
+    now[0] = 2.0
+    assert sorted(worker.to_enqueue(sampler.progress(study))) == made_ready
+    # The worker that finished it enqueues at once.
+    finisher = worker_module._Worker(
+        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 4.0, (Exception,)
+    )
+    finisher.to_enqueue(sampler.progress(study))  # its start-up duty, spent
+    finisher.finished(first.key)
+    assert sorted(finisher.to_enqueue(sampler.progress(study))) == made_ready
