@@ -387,8 +387,9 @@ def _racing_note(phases: Sequence[Phase], n: int) -> list[str]:
         f"({racing.trials - n} retired or retried). The first version of this script let 8 "
         "workers start on an empty study while every `create_planning_study` call enqueued "
         "the whole graph: 2249 trials, scans of 3.4 s at p50 and no transition complete "
-        "after 90 s. Now a transition is enqueued when it becomes ready, so a race can only "
-        "duplicate the few ready ones (retired unrun).",
+        "after 90 s. Now a transition is enqueued when it becomes ready, by the worker whose "
+        "own act made it ready (the others take over after half a grace period), so few "
+        "duplicates are made, and those are retired unrun.",
         "",
     ]
 
@@ -500,11 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Reading: the ask's p99 ({_ms(_pct(asks, 0.99))} ms undisturbed) is dominated by "
         "`sampler.progress`, which reads every trial of the study with its attributes and "
-        "intermediate values on each scan: its cost grows with the number of unfinished "
-        f"trials ({phases[0].trials} trials here) and with the load of the machine, not with "
-        "the number of workers. A lost claim race (another worker claimed the same waiting "
-        "trial first) costs no rescan: the loser tries the next ready transition of the same "
-        "snapshot.",
+        "intermediate values on each scan (Optuna's cached storage re-reads only the "
+        f"unfinished ones; {phases[0].trials} trials in all here, and a transition gets its "
+        "trial only once ready): its cost grows with the study and with the load of the "
+        "machine, not with the number of workers. A lost claim race (another worker claimed "
+        "the same waiting trial first) costs no rescan: the loser tries the next ready "
+        "transition of the same snapshot.",
         "",
         *_racing_note(phases, n),
     ]
