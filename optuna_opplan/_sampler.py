@@ -240,6 +240,10 @@ class PlanningSampler(BaseSampler):
                 enqueued = True
         return enqueued
 
+    def start_keys(self) -> set[str]:
+        """The transitions out of the initial model: ready in a new study."""
+        return {t.key for t in self.graph.transitions if t.source is None}
+
     def claim(self, study: Study, status: TransitionStatus, progress: Progress) -> int | None:
         """Claim ``status``'s waiting trial for this process; return its id, or :obj:`None`
         if another worker was faster."""

@@ -124,5 +124,5 @@ def create_planning_study(
             "validation score."
         )
     sampler.check_study(study, {"pruner": pruner.config()})
-    sampler.reconcile(study, sampler.progress(study))
+    sampler.reconcile(study, sampler.progress(study), only=sampler.start_keys())
     return study

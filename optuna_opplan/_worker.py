@@ -295,7 +295,7 @@ class _Worker:
         # before doing it themselves (that worker may have died right after): a fleet that
         # all enqueued at once would mostly make duplicates to retire. A starting worker
         # takes the transitions out of the initial model, for a study nobody enqueued yet.
-        self._duty: set[str] = {t.key for t in sampler.graph.transitions if t.source is None}
+        self._duty = sampler.start_keys()
         self.defer = grace / 2
         self._pending_since: dict[str, float] = {}
 

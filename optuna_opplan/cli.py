@@ -207,7 +207,7 @@ def _init(args: argparse.Namespace) -> int:
         raise CLIError(f"Study {args.study_name!r} must maximize (it scores accuracy).")
     setup.attach_config(study, config)
     sampler.check_study(study, {"pruner": pruner.config()})
-    sampler.reconcile(study, sampler.progress(study))
+    sampler.reconcile(study, sampler.progress(study), only=sampler.start_keys())
     graph = sampler.graph
     print(f"storage: {storage_label(args.storage)}")
     print(f"study: {study.study_name}")
