@@ -103,6 +103,15 @@ class Progress:
 
         for status in self.statuses.values():
             _classify(status, max_retries)
+        # Running trials that are not their transition's run (a retirement in progress, or
+        # one whose retiring worker died in between): watched for heartbeats like the runs,
+        # so that none stays RUNNING forever.
+        self.orphans = [
+            t
+            for s in self.statuses.values()
+            for t in s.trials
+            if t.state == TrialState.RUNNING and t is not s.running
+        ]
         self.results = {k: s.result for k, s in self.statuses.items() if s.result is not None}
         # A transition out of an unreachable state fails, which can make its target
         # unreachable in turn: resolve until nothing changes.
@@ -208,7 +217,11 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
             status.result = result
             return
         if trial.state == TrialState.RUNNING:
-            status.running = trial
+            # Claims take the lowest-numbered waiting trial, so a running trial numbered above
+            # a waiting one is no run: it is a duplicate being retired (retire_trial passes
+            # it through RUNNING). Taking it for the run would retire the real waiting trial.
+            if status.waiting is None and status.running is None:
+                status.running = trial
         elif trial.state == TrialState.WAITING:
             if status.waiting is None:
                 status.waiting = trial

@@ -288,12 +288,14 @@ def retire_trial(study: Study, trial: FrozenTrial, kind: str, reason: str) -> bo
     try:
         if not study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
             return False
+        study._storage.set_trial_system_attr(
+            trial._trial_id, KEY_OUTCOME, {"status": kind, "reason": reason}
+        )
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:
+        # Claimed by a worker first, or (if this process stalled for a grace period midway)
+        # failed as abandoned by another: either way not ours to finish.
         return False
-    study._storage.set_trial_system_attr(
-        trial._trial_id, KEY_OUTCOME, {"status": kind, "reason": reason}
-    )
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return True
 
 

@@ -26,6 +26,7 @@ from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
+from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan._progress import KEY_WORKER
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
@@ -165,10 +166,12 @@ def run_worker(
                 progress = sampler.progress(study)
                 if progress.is_complete:
                     # A retry two workers enqueued at once may still wait: retire it, so a
-                    # finished study holds no WAITING trial.
+                    # finished study holds no WAITING trial. An orphan (a duplicate whose
+                    # retiring worker died midway) is watched until it can be failed.
                     sampler.reconcile(study, progress)
-                    _logger.info(f"Plan complete: {progress.counts()}.")
-                    break
+                    if not progress.orphans:
+                        _logger.info(f"Plan complete: {progress.counts()}.")
+                        break
                 if worker.fail_stale(progress) or sampler.reconcile(
                     study, progress, only=worker.to_enqueue(progress)
                 ):
@@ -318,14 +321,13 @@ class _Worker:
         ]
 
     def fail_stale(self, progress: Progress) -> bool:
-        running = {s.running._trial_id: s for s in progress.with_status("running") if s.running}
-        trials = [s.running for s in running.values() if s.running is not None]
+        runs = [s.running for s in progress.with_status("running") if s.running is not None]
         failed = False
-        for trial, silent_for in self._watch.stale(trials):
+        for trial, silent_for in self._watch.stale(runs + progress.orphans):
             if not fail_abandoned(self.study._storage, trial, self.name):
                 continue
             failed = True
-            key = running[trial._trial_id].transition.key
+            key = str(trial.system_attrs.get(KEY_TRANSITION))
             self.finished(key)
             owner = trial.system_attrs.get(KEY_WORKER, "?")
             _logger.warning(

@@ -201,3 +201,27 @@ def test_counts_and_stray_trials() -> None:
     assert [t.number for t in progress.stray] == [2]
     assert progress.summary()["trials"] == 2
     assert not progress.is_complete
+
+
+def test_a_duplicate_being_retired_is_not_taken_for_the_run() -> None:
+    # retire_trial passes a duplicate through RUNNING on its way to FAIL. Seen in between, it
+    # must not make the transition "running", or an observer would retire the real waiting
+    # trial too and leave the transition without one.
+    progress = _progress(_trial(0, START_8, "waiting"), _trial(1, START_8, "running"))
+    status = progress.statuses[START_8]
+    assert status.status == "ready"
+    assert status.waiting is not None and status.waiting.number == 0
+    assert status.running is None
+    assert progress.superseded() == []
+    # It is still watched for heartbeats, in case its retiring worker died midway.
+    assert [t.number for t in progress.orphans] == [1]
+
+
+def test_running_trials_of_a_finished_transition_are_orphans() -> None:
+    progress = _progress(_trial(0, START_8, "done"), _trial(1, START_8, "running"))
+    assert progress.statuses[START_8].status == "done"
+    assert [t.number for t in progress.orphans] == [1]
+    progress = _progress(_trial(0, START_8, "running"), _trial(1, START_8, "waiting"))
+    assert progress.statuses[START_8].status == "running"
+    assert progress.orphans == []
+    assert [t.number for t, _, _ in progress.superseded()] == [1]

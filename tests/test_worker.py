@@ -536,3 +536,25 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     finisher.to_enqueue(sampler.progress(study))  # its start-up duty, spent
     finisher.finished(first.key)
     assert sorted(finisher.to_enqueue(sampler.progress(study))) == made_ready
+
+
+def test_a_duplicate_left_running_by_a_dead_retirer_is_failed_before_workers_leave() -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph)
+    op.run_worker(study, SimulatedObjective(seed=0), **_fast())
+    # A worker retiring a duplicate died between its claim (WAITING -> RUNNING) and FAIL.
+    key = graph.transitions[2].key
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING, system_attrs={KEY_TRANSITION: key, "opplan:attempt": 2}
+        )
+    )
+    orphan = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+    assert study._storage.set_trial_state_values(orphan._trial_id, TrialState.RUNNING)
+    started = time.monotonic()
+    assert op.run_worker(study, SimulatedObjective(seed=0), **_fast()) == 0
+    assert time.monotonic() - started >= 0.5, "judged only after a whole grace period"
+    left = study._storage.get_trial(orphan._trial_id)
+    assert left.state == TrialState.FAIL and "opplan:stale" in left.system_attrs
+    assert study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)) == []
+    assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
