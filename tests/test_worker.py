@@ -48,6 +48,15 @@ def _enqueue_all(study: optuna.Study, graph: op.TransitionGraph) -> None:
         )
 
 
+def _engine_worker(study: optuna.Study, *, grace: float) -> worker_module._Worker:
+    """The engine's worker object, driven step by step by a test (heartbeat 0.1 s)."""
+    sampler, pruner = study.sampler, study.pruner
+    assert isinstance(sampler, op.PlanningSampler) and isinstance(pruner, op.KneePointPruner)
+    return worker_module._Worker(
+        study, SimulatedObjective(seed=0), sampler, pruner, 0.1, grace, (Exception,)
+    )
+
+
 def _fast(**kwargs) -> dict:
     return {"heartbeat_interval": 0.05, "grace_period": 0.5, "poll_interval": 0.01, **kwargs}
 
@@ -480,9 +489,7 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     assert claimed is not None
     now = [0.0]
     monkeypatch.setattr(heartbeat_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    observer = worker_module._Worker(
-        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 1.0, (Exception,)
-    )
+    observer = _engine_worker(study, grace=1.0)
 
     def look_at(t: float) -> bool:
         now[0] = t
@@ -504,9 +511,7 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
     now = [0.0]
     monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    worker = worker_module._Worker(
-        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 4.0, (Exception,)
-    )
+    worker = _engine_worker(study, grace=4.0)
     starts = [t.key for t in graph.transitions if t.source is None]
     # A starting worker takes the transitions out of the initial model.
     assert worker.to_enqueue(sampler.progress(study)) == starts
@@ -530,9 +535,7 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     now[0] = 2.0
     assert sorted(worker.to_enqueue(sampler.progress(study))) == made_ready
     # The worker that finished it enqueues at once.
-    finisher = worker_module._Worker(
-        study, SimulatedObjective(seed=0), sampler, study.pruner, 0.1, 4.0, (Exception,)
-    )
+    finisher = _engine_worker(study, grace=4.0)
     finisher.to_enqueue(sampler.progress(study))  # its start-up duty, spent
     finisher.finished(first.key)
     assert sorted(finisher.to_enqueue(sampler.progress(study))) == made_ready
