@@ -1,8 +1,10 @@
-"""Shared fixtures: a real PostgreSQL server started for the test session."""
+"""Shared fixtures: a real PostgreSQL server started for the test session, worker fleets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,7 +12,22 @@ from optuna_opplan.testing import PostgresServer
 from optuna_opplan.testing import PostgresUnavailable
 from optuna_opplan.testing import find_postgres_bin
 
+if TYPE_CHECKING:
+    from test_concurrency import Fleet
+
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_postgres_bin"]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Worker processes for one test (``test_concurrency.Fleet``), killed at teardown."""
+    from test_concurrency import Fleet
+
+    fleet = Fleet(tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.kill_all()
 
 
 @pytest.fixture(scope="session")

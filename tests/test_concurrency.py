@@ -9,7 +9,6 @@ the one a single undisturbed process finds with the same seed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from collections.abc import Sequence
 import os
 from pathlib import Path
@@ -93,15 +92,20 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
-    def wait(self, procs: Sequence[subprocess.Popen[bytes]] | None = None) -> list[int]:
-        deadline = time.monotonic() + WAIT_SECONDS
+    def wait(
+        self,
+        procs: Sequence[subprocess.Popen[bytes]] | None = None,
+        *,
+        timeout: float = WAIT_SECONDS,
+    ) -> list[int]:
+        deadline = time.monotonic() + timeout
         codes = []
         for proc in self.procs if procs is None else procs:
             try:
                 codes.append(proc.wait(timeout=max(1.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 self.kill_all()
-                pytest.fail(f"a worker did not finish within {WAIT_SECONDS}s\n{self.output()}")
+                pytest.fail(f"a worker did not finish within {timeout}s\n{self.output()}")
         return codes
 
     def stderr(self, proc: subprocess.Popen[bytes]) -> str:
@@ -119,15 +123,6 @@ class Fleet:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.kill_all()
 
 
 @pytest.fixture(params=STORAGES)

@@ -193,15 +193,6 @@ def reference_plan() -> dict[str, Any]:
     return undisturbed_plan()
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.kill_all()
-
-
 def _wait_for(what: str, fleet: Fleet, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not ready():
@@ -211,14 +202,7 @@ def _wait_for(what: str, fleet: Fleet, ready: Callable[[], bool]) -> None:
 
 
 def _wait_ok(fleet: Fleet, procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    for proc in procs:
-        try:
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            fleet.kill_all()
-            pytest.fail(f"a worker did not finish within {WAIT_SECONDS}s\n{fleet.output()}")
-        assert code == 0, fleet.output()
+    assert fleet.wait(procs, timeout=WAIT_SECONDS) == [0] * len(procs), fleet.output()
 
 
 def _check_outcome(study: optuna.Study, reference: dict[str, Any]) -> None:
