@@ -330,9 +330,14 @@ class _Worker:
             key = str(trial.system_attrs.get(KEY_TRANSITION))
             self.finished(key)
             owner = trial.system_attrs.get(KEY_WORKER, "?")
+            after = (
+                "it was a duplicate left RUNNING, not the transition's run"
+                if trial in progress.orphans
+                else "the transition will be retried"
+            )
             _logger.warning(
                 f"Trial {trial.number} ({key}) had no heartbeat from worker {owner} for "
-                f"{silent_for:.0f}s: failed it; the transition will be retried."
+                f"{silent_for:.0f}s: failed it; {after}."
             )
         return failed
 

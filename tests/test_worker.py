@@ -541,7 +541,9 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     assert sorted(finisher.to_enqueue(sampler.progress(study))) == made_ready
 
 
-def test_a_duplicate_left_running_by_a_dead_retirer_is_failed_before_workers_leave() -> None:
+def test_a_duplicate_left_running_by_a_dead_retirer_is_failed_before_workers_leave(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     op.run_worker(study, SimulatedObjective(seed=0), **_fast())
@@ -559,5 +561,6 @@ def test_a_duplicate_left_running_by_a_dead_retirer_is_failed_before_workers_lea
     assert time.monotonic() - started >= 0.5, "judged only after a whole grace period"
     left = study._storage.get_trial(orphan._trial_id)
     assert left.state == TrialState.FAIL and "opplan:stale" in left.system_attrs
+    assert "it was a duplicate left RUNNING, not the transition's run" in capfd.readouterr().err
     assert study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)) == []
     assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
