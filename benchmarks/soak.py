@@ -2,14 +2,15 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.soak [--workers 8] [--out benchmarks/results/soak.md]
+    nice -n 10 .venv/bin/python -m benchmarks.soak [--workers 16] [--out ...soak.md]
 
 It starts a private PostgreSQL server on 127.0.0.1 (:class:`optuna_opplan.testing.PostgresServer`),
-builds a generated graph of a few hundred transitions and runs three phases on fresh databases:
+builds a custom graph of 1,050 transitions and runs three phases on fresh databases:
 
 1. *undisturbed*: ``--workers`` worker processes run the plan of a set-up study to the end;
-2. *SIGKILLs*: the same, while a random worker is SIGKILLed every few seconds and a
-   replacement started at once (as a supervisor would), until the plan is complete;
+2. *SIGKILLs*: the same, while a random worker is SIGKILLed every few seconds, and every
+   ``--burst-every``-th time a burst of several workers at once (up to the whole fleet), each
+   replaced at once (as a supervisor would), until the plan is complete;
 3. *racing start*: the workers start on an empty database and race to create the study.
 
 Each worker (this module with ``worker``) runs :func:`optuna_opplan.run_worker` with a
@@ -59,15 +60,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "soak.md"
 STUDY = "soak"
 SEED = 11
-CLIP_LENGTHS = (4, 8, 12, 16, 24, 32, 48, 64)
-LEARNING_RATES = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)
-SAMPLINGS = ("a", "b")
+CLIP_LENGTHS = (4, 8, 16, 32)
+LEARNING_RATES = (0.1, 0.03, 0.01, 0.003, 0.001)
+SAMPLINGS = ("a", "b", "c")
+# Two more axes make it a custom graph: a resolution that only grows, a width that stays.
+EXTRA_AXES = (
+    op.Axis("resolution", (112, 160, 224), "increasing"),
+    op.Axis("width", (1, 2), "fixed"),
+)
 PHASES = ("undisturbed", "SIGKILLs", "racing start")
 
 
 def make_graph() -> op.TransitionGraph:
     return op.TransitionGraph.extended(
-        clip_lengths=CLIP_LENGTHS, learning_rates=LEARNING_RATES, samplings=SAMPLINGS
+        clip_lengths=CLIP_LENGTHS,
+        learning_rates=LEARNING_RATES,
+        samplings=SAMPLINGS,
+        extra_axes=EXTRA_AXES,
     )
 
 
@@ -81,6 +90,8 @@ class Settings:
     grace_period: float = 10.0
     poll_interval: float = 0.1
     max_poll_interval: float = 1.0
+    # The first retry after a death waits this long (doubling after each further death).
+    death_backoff: float = 2.0
 
     def args(self) -> list[str]:
         return [f"--{k.replace('_', '-')}={v}" for k, v in self.__dict__.items()]
@@ -89,7 +100,12 @@ class Settings:
 def make_study(url: str, settings: Settings) -> optuna.Study:
     pruner = op.KneePointPruner(delay=settings.delay, max_epochs=settings.max_epochs)
     return op.create_planning_study(
-        make_graph(), storage=url, study_name=STUDY, pruner=pruner, load_if_exists=True
+        make_graph(),
+        storage=url,
+        study_name=STUDY,
+        pruner=pruner,
+        load_if_exists=True,
+        death_backoff=settings.death_backoff,
     )
 
 
@@ -168,6 +184,8 @@ class Phase:
     workers_started: int = 0
     kills: int = 0
     kills_mid_transition: int = 0
+    bursts: list[int] = field(default_factory=list)
+    deaths: Counter[str] = field(default_factory=Counter)
     starts: int = 0
     killed_attempts: int = 0
     duplicates: list[str] = field(default_factory=list)
@@ -210,6 +228,7 @@ def run_phase(
     kill_every: tuple[float, float] | None,
     timeout: float,
     seed: int,
+    burst_every: int = 0,
     set_up: bool = True,
 ) -> Phase:
     phase = Phase(name)
@@ -243,6 +262,7 @@ def run_phase(
     for _ in range(workers):
         start()
     next_kill = None if kill_every is None else began + rng.uniform(*kill_every)
+    events = 0
     while any(p.poll() is None for p in procs):
         now = time.monotonic()
         if now - began > timeout:
@@ -251,15 +271,23 @@ def run_phase(
         if next_kill is not None and kill_every is not None and now >= next_kill:
             alive = [p for p in procs if p.poll() is None]
             if alive:
-                victim = rng.choice(alive)
-                rows = _parse(log)
-                busy = _busy_pids(rows)
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                killed.add(victim.pid)
-                phase.kills += 1
-                phase.kills_mid_transition += victim.pid in busy
-                start()
+                # Every burst_every-th event is a burst: a quarter of the fleet up to all of it
+                # at once (a lost rack, a spot-market reclaim), the rest single kills.
+                events += 1
+                size = 1
+                if burst_every and events % burst_every == 0:
+                    size = rng.randint(max(2, workers // 4), workers)
+                    phase.bursts.append(min(size, len(alive)))
+                victims = rng.sample(alive, min(size, len(alive)))
+                busy = _busy_pids(_parse(log))
+                for victim in victims:
+                    victim.send_signal(signal.SIGKILL)
+                for victim in victims:
+                    victim.wait()
+                    killed.add(victim.pid)
+                    phase.kills += 1
+                    phase.kills_mid_transition += victim.pid in busy
+                    start()
             next_kill = now + rng.uniform(*kill_every)
         time.sleep(0.05)
     phase.wall = time.monotonic() - began
@@ -310,6 +338,11 @@ def _check(phase: Phase, url: str, settings: Settings, log: Path, killed: set[in
         for t in left
     ]
     phase.complete = not phase.lost and not phase.left_over
+    phase.deaths = Counter(
+        str(t.system_attrs.get(KEY_TRANSITION))
+        for t in trials
+        if t.state == TrialState.FAIL and KEY_STALE in t.system_attrs
+    )
 
     # Every START is either the run of the trial that completed its transition, or of an
     # attempt whose worker we killed (its trial failed as stale). Anything else ran twice.
@@ -378,6 +411,45 @@ def _table(phases: Sequence[Phase]) -> list[str]:
     return lines
 
 
+def _deaths_note(phases: Sequence[Phase]) -> list[str]:
+    lines = []
+    for p in phases:
+        if not p.kills:
+            continue
+        hist = Counter(p.deaths.values())
+        worst = p.deaths.most_common(1)
+        lines += [
+            f"Deaths in *{p.name}*: {p.kills} workers killed in "
+            f"{p.kills - sum(p.bursts) + len(p.bursts)} events, {len(p.bursts)} of them "
+            f"bursts (sizes {', '.join(map(str, p.bursts)) or 'none'}); "
+            f"{sum(p.deaths.values())} attempts died (failed as stale), "
+            + ", ".join(
+                f"{count} transition{'s' * (count != 1)} {n} time{'s' * (n != 1)}"
+                for n, count in sorted(hist.items())
+            )
+            + (f"; the most: {worst[0][1]} deaths of `{worst[0][0]}`" if worst else "")
+            + ". Each such transition still completed exactly once.",
+            "",
+        ]
+    return lines
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' (with uncommitted changes)' if dirty else ''}"
+
+
 def _racing_note(phases: Sequence[Phase], n: int) -> list[str]:
     racing = next((p for p in phases if p.name == "racing start"), None)
     if racing is None:
@@ -399,9 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--kill-every", type=float, nargs=2, default=(1.0, 3.0))
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
+    parser.add_argument(
+        "--burst-every", type=int, default=5, help="every Nth kill is a burst (0: never)"
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
@@ -433,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 kill_every=tuple(args.kill_every) if name == "SIGKILLs" else None,
                 timeout=args.timeout,
                 seed=args.seed,
+                burst_every=args.burst_every,
                 set_up=name != "racing start",
             )
             phases.append(phase)
@@ -456,28 +532,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; machine: {machine()}; "
         f"load average (1, 5, 15 min) before {load_before}, after {load_average()} "
-        "(the machine was shared with another long benchmark).",
+        "(2 cores shared with other jobs; the soak's own 16 workers and server saturate "
+        f"them); git commit {_commit()}.",
         f"Versions: Python {platform.python_version()}, optuna {optuna.__version__}, "
         f"SQLAlchemy {sqlalchemy.__version__}, {version} (private server on 127.0.0.1, "
         "fsync off).",
         "",
         f"Graph: `TransitionGraph.extended(clip_lengths={CLIP_LENGTHS}, "
-        f"learning_rates={LEARNING_RATES}, samplings={SAMPLINGS})`: **{n} transitions**, "
+        f"learning_rates={LEARNING_RATES}, samplings={SAMPLINGS}, extra_axes=("
+        + ", ".join(f"Axis({a.name!r}, {a.values}, {a.direction!r})" for a in EXTRA_AXES)
+        + f"))`: **{n} transitions**, "
         f"{len(graph.states)} states, critical path of {len(graph.critical_path())} "
         f"transitions. {args.workers} worker processes (`run_worker`), "
         f"`SimulatedObjective(seed={SEED}, epoch_seconds={settings.epoch_seconds})`, "
         f"`KneePointPruner(delay={settings.delay}, max_epochs={settings.max_epochs})`, "
         f"heartbeat {settings.heartbeat_interval} s, grace {settings.grace_period} s, poll "
-        f"{settings.poll_interval}-{settings.max_poll_interval} s; a fresh database per "
+        f"{settings.poll_interval}-{settings.max_poll_interval} s, `max_retries` and "
+        "`max_deaths` at their defaults, `death_backoff` "
+        f"{settings.death_backoff} s; a fresh database per "
         "phase. *undisturbed* and *SIGKILLs*: the study is set up (`create_planning_study`) "
         "before the workers start; in *SIGKILLs* a random "
         f"live worker is killed every {args.kill_every[0]:g}-{args.kill_every[1]:g} s (seed "
-        f"{args.seed}) and a new one started at once, until the plan is complete. *racing "
+        f"{args.seed}), every {args.burst_every}th time a burst of {args.workers // 4} to "
+        f"{args.workers} workers at once, each replaced at once, until the plan is "
+        "complete. *racing "
         "start*: nothing exists before the workers, which all start at once and each call "
         "`create_planning_study` (as `tests/_worker_main.py` and a fleet's start script do).",
         "",
         *_table(phases),
         "",
+        *_deaths_note(phases),
         "*lost*: transitions without a COMPLETE trial; *duplicates*: a transition COMPLETE "
         "more than once, a trial started twice, or an objective start that is neither the "
         "completing run nor an attempt of a killed worker (its trial failed as stale); "
@@ -499,14 +583,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "; the plans of all phases "
         + ("are equal." if same_plan else "are NOT all equal (or one was not computed)."),
         "",
-        f"Reading: the ask's p99 ({_ms(_pct(asks, 0.99))} ms undisturbed) is dominated by "
-        "`sampler.progress`, which reads every trial of the study with its attributes and "
-        "intermediate values on each scan (Optuna's cached storage re-reads only the "
-        f"unfinished ones; {phases[0].trials} trials in all here, and a transition gets its "
-        "trial only once ready): its cost grows with the study and with the load of the "
-        "machine, not with the number of workers. A lost claim race (another worker claimed "
-        "the same waiting trial first) costs no rescan: the loser tries the next ready "
-        "transition of the same snapshot.",
+        f"Reading: the ask (p50 {_ms(_pct(asks, 0.5))} ms, p99 {_ms(_pct(asks, 0.99))} ms "
+        f"undisturbed, at the load above) is mostly the scan: each reads the study's trials "
+        "(Optuna's cached storage re-reads only the unfinished ones; "
+        f"{phases[0].trials} trials in all here), with {args.workers} worker processes and "
+        "the server sharing 2 cores. A lost claim race (another worker claimed the same "
+        "waiting trial first) costs no rescan: the loser tries the next ready transition of "
+        "the same snapshot.",
         "",
         *_racing_note(phases, n),
     ]

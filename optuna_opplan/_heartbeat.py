@@ -11,8 +11,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._progress import DIED
 from optuna_opplan._progress import KEY_HEARTBEAT
+from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_STALE
+from optuna_opplan._progress import KEY_WORKER
 from optuna_opplan._pruner import _CANCELLED
 
 _logger = optuna.logging.get_logger("optuna.opplan")
@@ -89,11 +92,28 @@ class StalenessWatch:
         self._seen.clear()
 
 
-def fail_abandoned(storage: BaseStorage, trial: FrozenTrial, observer: str) -> bool:
+def fail_abandoned(
+    storage: BaseStorage, trial: FrozenTrial, observer: str, silent_for: float = 0.0
+) -> bool:
     """Fail a running trial whose worker went silent, marking who judged it; False if it
-    finished meanwhile."""
+    finished meanwhile.
+
+    Its outcome becomes ``"died"``, unless the worker recorded a failure of its own before it
+    went silent (an exception is the transition's doing, a death is not).
+    """
+    outcome = trial.system_attrs.get(KEY_OUTCOME)
+    kind = outcome.get("status") if isinstance(outcome, dict) else None
     try:
         storage.set_trial_system_attr(trial._trial_id, KEY_STALE, observer)
+        if kind in (None, "ok"):
+            owner = trial.system_attrs.get(KEY_WORKER, "?")
+            reason = (
+                f"its worker {owner} stopped sending heartbeats (silent for {silent_for:.0f}s "
+                f"as seen by {observer})"
+            )
+            storage.set_trial_system_attr(
+                trial._trial_id, KEY_OUTCOME, {"status": DIED, "reason": reason}
+            )
         return bool(storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
     except UpdateFinishedTrialError:
         return False

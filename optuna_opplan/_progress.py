@@ -27,11 +27,15 @@ KEY_KNEE = "opplan:knee"
 KEY_RESULT = "opplan:result"
 KEY_OUTCOME = "opplan:outcome"
 KEY_STALE = "opplan:stale"
+KEY_RETRY_DELAY = "opplan:retry_delay"
 KEY_CONFIG = "opplan:config"
 
 # Outcomes that finish a transition for good; any other failed trial is retried.
 PERMANENT = ("failed", "skipped")
 IGNORED = ("superseded",)
+# A trial whose worker stopped sending heartbeats (killed, out of memory, machine lost):
+# counted against the death budget, not against max_retries.
+DIED = "died"
 
 STATUSES = ("done", "failed", "running", "ready", "pending", "blocked")
 
@@ -53,6 +57,8 @@ class TransitionStatus:
     running: FrozenTrial | None = None
     result: TransitionResult | None = None
     failures: int = 0
+    deaths: int = 0
+    died_last: bool = False
     reason: str = ""
 
     @property
@@ -71,7 +77,9 @@ class Progress:
         graph: The transition graph.
         trials: The study's trials.
         score: The DP's edge score, ``"fitted"`` or ``"observed"``.
-        max_retries: How often a transition whose trial failed (an exception, a dead worker) is
+        max_retries: How often a transition whose objective failed (an exception) is tried
+            again before it counts as a failed edge.
+        max_deaths: How often a transition whose worker died (stopped sending heartbeats) is
             tried again before it counts as a failed edge.
         initial_score: The epoch-0 point of transitions out of the initial node.
     """
@@ -83,6 +91,7 @@ class Progress:
         *,
         score: str = "fitted",
         max_retries: int = 3,
+        max_deaths: int = 20,
         initial_score: float = 0.0,
     ) -> None:
         self.graph = graph
@@ -102,7 +111,7 @@ class Progress:
             status.trials.append(trial)
 
         for status in self.statuses.values():
-            _classify(status, max_retries)
+            _classify(status, max_retries, max_deaths)
         # Running trials that are not their transition's run (a retirement in progress, or
         # one whose retiring worker died in between): watched for heartbeats like the runs,
         # so that none stays RUNNING forever.
@@ -200,9 +209,9 @@ class Progress:
         return {**self.counts(), "trials": sum(len(s.trials) for s in self.statuses.values())}
 
 
-def _classify(status: TransitionStatus, max_retries: int) -> None:
-    failures = 0
-    last_error = ""
+def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> None:
+    failures = deaths = 0
+    last_error = last_death = ""
     for trial in status.trials:
         outcome = trial.system_attrs.get(KEY_OUTCOME) or {}
         kind = outcome.get("status") if isinstance(outcome, dict) else None
@@ -211,10 +220,12 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
                 result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
             except (TypeError, ValueError) as exc:
                 failures += 1
+                status.died_last = False
                 last_error = f"trial {trial.number} holds an unreadable result: {exc}"
                 continue
             status.status = "done"
             status.result = result
+            status.failures, status.deaths = failures, deaths
             return
         if trial.state == TrialState.RUNNING:
             # Claims take the lowest-numbered waiting trial, so a running trial numbered above
@@ -228,18 +239,35 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
         elif kind in PERMANENT:
             status.status = "failed"
             status.reason = str(outcome.get("reason", kind))
+            status.failures, status.deaths = failures, deaths
             return
         elif kind in IGNORED:
             continue
+        elif kind == DIED or (KEY_STALE in trial.system_attrs and kind in (None, "ok")):
+            # Not the transition's fault as far as anyone can tell: a killed or preempted
+            # process, a lost machine (a result recorded but never told counts here too).
+            deaths += 1
+            status.died_last = True
+            worker = trial.system_attrs.get(KEY_WORKER)
+            last_death = (f"worker {worker}, " if worker else "") + f"trial {trial.number}"
         else:
             failures += 1
+            status.died_last = False
             reason = outcome.get("reason") if isinstance(outcome, dict) else None
-            if KEY_STALE in trial.system_attrs and not reason:
-                reason = "its worker stopped sending heartbeats"
             last_error = f"trial {trial.number}: {reason or 'failed'}"
     status.failures = failures
+    status.deaths = deaths
     if status.running is not None:
         status.status = "running"
-    elif failures > max_retries and status.waiting is None:
+    elif status.waiting is not None:
+        return
+    elif failures > max_retries:
         status.status = "failed"
         status.reason = f"gave up after {failures} failed attempts; last: {last_error}"
+    elif deaths > max_deaths:
+        status.status = "failed"
+        status.reason = (
+            f"died {deaths} times: its worker stopped sending heartbeats each time (killed, "
+            f"out of memory, or its machine lost), more than max_deaths={max_deaths} allows; "
+            f"last {last_death}"
+        )

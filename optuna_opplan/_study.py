@@ -9,6 +9,7 @@ from optuna.study import Study
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._progress import KEY_CONFIG
 from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._sampler import LATER_DEFAULTS
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import storage_label
@@ -59,11 +60,14 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
             f"Study {study_name!r} in {storage_label(resolved)} is not a planning study: no "
             "planning configuration is stored in it yet (run `opplan init` or a worker first)."
         )
+    config = {**LATER_DEFAULTS, **config}
     graph = TransitionGraph.from_dict(config["graph"])
     sampler = PlanningSampler(
         graph,
         score=config["score"],
         max_retries=config["max_retries"],
+        max_deaths=config["max_deaths"],
+        death_backoff=config["death_backoff"],
         initial_score=config["initial_score"],
     )
     pruner = KneePointPruner(**config.get("pruner", {}))

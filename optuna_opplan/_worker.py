@@ -26,6 +26,7 @@ from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
 from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
+from optuna_opplan._progress import KEY_RETRY_DELAY
 from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan._progress import KEY_WORKER
 from optuna_opplan._progress import Progress
@@ -301,6 +302,9 @@ class _Worker:
         self._duty = sampler.start_keys()
         self.defer = grace / 2
         self._pending_since: dict[str, float] = {}
+        # Retries after a death wait their delay from when this worker first saw them, on its
+        # own clock: machines whose clocks differ still never take one early.
+        self._waiting_since: dict[int, float] = {}
 
     def finished(self, key: str) -> None:
         """Take the duty to enqueue what the end of transition ``key`` makes ready: its own
@@ -324,7 +328,7 @@ class _Worker:
         runs = [s.running for s in progress.with_status("running") if s.running is not None]
         failed = False
         for trial, silent_for in self._watch.stale(runs + progress.orphans):
-            if not fail_abandoned(self.study._storage, trial, self.name):
+            if not fail_abandoned(self.study._storage, trial, self.name, silent_for):
                 continue
             failed = True
             key = str(trial.system_attrs.get(KEY_TRANSITION))
@@ -341,10 +345,30 @@ class _Worker:
             )
         return failed
 
+    def backing_off(self, progress: Progress) -> set[str]:
+        """The ready transitions whose retry after a death still waits (on this clock)."""
+        now = time.monotonic()
+        ready = [s for s in progress.with_status("ready") if s.waiting is not None]
+        ids = {s.waiting._trial_id for s in ready if s.waiting is not None}
+        self._waiting_since = {k: v for k, v in self._waiting_since.items() if k in ids}
+        waiting = set()
+        for status in ready:
+            assert status.waiting is not None
+            delay = status.waiting.system_attrs.get(KEY_RETRY_DELAY)
+            if not isinstance(delay, (int, float)) or delay <= 0:
+                continue
+            since = self._waiting_since.setdefault(status.waiting._trial_id, now)
+            if now - since < delay:
+                waiting.add(status.transition.key)
+        return waiting
+
     def try_one(self, progress: Progress) -> str:
         """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
         lost = False
+        backing_off = self.backing_off(progress)
         for status in progress.with_status("ready"):
+            if status.transition.key in backing_off:
+                continue
             try:
                 # Losing a claim says nothing about other transitions: try the next one. The
                 # same transition is never retried from this snapshot (that needs a rescan).
@@ -386,7 +410,7 @@ class _Worker:
         trial = self.sampler.open_trial(self.study, trial_id)
         _logger.info(
             f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
-            f"(attempt {status.failures + 1})."
+            f"(attempt {status.failures + status.deaths + 1})."
         )
         try:
             self.objective(trial)

@@ -42,6 +42,11 @@ GRAPHS: dict[str, Callable[[], op.TransitionGraph]] = {
 }
 
 
+# The tests' workers retry after a death within a second, not the default half minute: their
+# grace periods are seconds too.
+DEATH_BACKOFF = 0.5
+
+
 def make_study(
     storage: str | optuna.storages.BaseStorage,
     study_name: str,
@@ -51,17 +56,29 @@ def make_study(
     delay: int = 5,
     max_epochs: int = 30,
     create: bool = True,
+    retries: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """The planning study every worker and the tests agree on."""
+    """The planning study every worker and the tests agree on.
+
+    ``retries`` holds the sampler's retry settings (``max_retries``, ``max_deaths``,
+    ``death_backoff``) where they differ from the defaults (``death_backoff``:
+    :data:`DEATH_BACKOFF`).
+    """
+    retries = {"death_backoff": DEATH_BACKOFF, **(retries or {})}
     if isinstance(storage, str):
         storage = op.create_storage(storage)
     graph_ = GRAPHS[graph]()
     pruner = op.KneePointPruner(delay=delay, max_epochs=max_epochs)
     if create:
         return op.create_planning_study(
-            graph_, storage=storage, study_name=study_name, pruner=pruner, score=score
+            graph_,
+            storage=storage,
+            study_name=study_name,
+            pruner=pruner,
+            score=score,
+            **retries,
         )
-    sampler = op.PlanningSampler(graph_, score=score)
+    sampler = op.PlanningSampler(graph_, score=score, **retries)
     return optuna.load_study(
         study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
     )
@@ -77,8 +94,9 @@ def _log(fd: int, *fields: Any) -> None:
 class LoggedObjective:
     """A :class:`SimulatedObjective` that logs its starts and finishes.
 
-    ``hold`` maps a transition key to seconds to sleep right after its first attempt's START,
-    which gives a test a wide, deterministic window to kill the worker mid-transition.
+    ``hold`` maps a transition key to seconds to sleep right after the START of its first
+    ``hold_attempts`` attempts, which gives a test a wide, deterministic window to kill the
+    worker mid-transition.
     ``checkpoints`` is a folder for an artifact store: each transition loads its source's kept
     checkpoint (which must hold the source trial's number) and uploads its own when it ends.
     """
@@ -92,10 +110,12 @@ class LoggedObjective:
         log_path: str,
         hold: dict[str, float],
         checkpoints: str | None = None,
+        hold_attempts: int = 1,
     ) -> None:
         self.inner = inner
         self.fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.hold = hold
+        self.hold_attempts = hold_attempts
         self.store: Any = None
         if checkpoints is not None:
             from optuna_opplan.video import CheckpointStore
@@ -106,7 +126,7 @@ class LoggedObjective:
         step = op.current_transition(trial)
         key = step.transition.key
         _log(self.fd, "START", trial.number, key, os.getpid(), step.attempt)
-        if step.attempt == 1 and key in self.hold:
+        if step.attempt <= self.hold_attempts and key in self.hold:
             time.sleep(self.hold[key])
         if self.store is not None and step.source_trial is not None:
             weights = self.store.load(trial.study, step.source_trial)
@@ -161,8 +181,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-poll-interval", type=float, default=0.5)
     parser.add_argument("--no-create", action="store_true", help="load_study, never create")
     parser.add_argument("--hold", type=_hold, action="append", default=[], metavar="KEY=SEC")
+    parser.add_argument("--hold-attempts", type=int, default=1, metavar="N")
     parser.add_argument("--checkpoints", metavar="DIR", help="artifact store folder")
+    parser.add_argument("--max-retries", type=int)
+    parser.add_argument("--max-deaths", type=int)
+    parser.add_argument("--death-backoff", type=float)
     args = parser.parse_args(argv)
+    retries = {
+        name: getattr(args, name)
+        for name in ("max_retries", "max_deaths", "death_backoff")
+        if getattr(args, name) is not None
+    }
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = make_study(
@@ -173,11 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         delay=args.delay,
         max_epochs=args.max_epochs,
         create=not args.no_create,
+        retries=retries,
     )
     inner = SimulatedObjective(
         seed=args.seed, epoch_seconds=args.epoch_seconds, max_epochs=args.max_epochs
     )
-    objective = LoggedObjective(inner, args.log, dict(args.hold), args.checkpoints)
+    objective = LoggedObjective(
+        inner, args.log, dict(args.hold), args.checkpoints, hold_attempts=args.hold_attempts
+    )
     done = op.run_worker(
         study,
         objective,

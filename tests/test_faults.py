@@ -352,6 +352,186 @@ def _check_retried_once(
     assert retry[4] == 2, "the retry is the transition's second attempt"
 
 
+# ------------------------------------------------------------------------ repeated deaths
+# The repeated-kill tests run with the engine's default death budget and the tests' short
+# backoff (doubling after each death, capped at 8x), so that five deaths fit a test.
+DEATH_BACKOFF = wm.DEATH_BACKOFF
+RETRIES: dict[str, Any] = {}
+
+
+def _retries_args(retries: dict[str, Any]) -> list[str]:
+    return [f"--{name.replace('_', '-')}={value}" for name, value in retries.items()]
+
+
+def _retry_study(url: str, retries: dict[str, Any], *, create: bool = False) -> optuna.Study:
+    return wm.make_study(
+        url,
+        "plan",
+        graph=GRAPH,
+        delay=SETTINGS["delay"],
+        max_epochs=SETTINGS["max_epochs"],
+        create=create,
+        retries=retries,
+    )
+
+
+def _backoff(death: int) -> float:
+    """The least wait after the ``death``-th death of a transition, beyond the grace period."""
+    return min(DEATH_BACKOFF * 2 ** (death - 1), 8 * DEATH_BACKOFF)
+
+
+class Preemptor:
+    """A supervisor and a preempting cloud in one: keeps ``n`` workers running, and SIGKILLs
+    workers from outside whenever the START log shows an attempt that ``doomed`` picks (the
+    worker that started it, or with ``everyone`` the whole fleet), starting replacements at
+    once. The held attempts sleep after their START, so every kill lands mid-transition."""
+
+    def __init__(self, fleet: Fleet, args: list[str], log: Path, n: int) -> None:
+        self.fleet, self.args, self.log, self.n = fleet, args, log, n
+        self.kills: list[tuple[float, tuple[str, int, str, int, int]]] = []
+        self.starts: dict[tuple[str, int], float] = {}
+
+    def run(self, doomed: Callable[[str, int], bool], *, everyone: bool = False) -> None:
+        alive = [self.fleet.start(self.args) for _ in range(self.n)]
+        seen = 0
+        deadline = time.monotonic() + WAIT_SECONDS
+        while any(p.poll() is None for p in alive):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the fleet never finished\n{self.fleet.output()}")
+            rows = wm.parse_log(str(self.log))
+            for row in rows[seen:]:
+                event, _, key, pid, attempt = row
+                if event != "START":
+                    continue
+                self.starts[key, attempt] = time.monotonic()
+                if not doomed(key, attempt):
+                    continue
+                victims = [p for p in alive if p.poll() is None and (everyone or p.pid == pid)]
+                assert victims, f"the worker that started {row} is gone\n{self.fleet.output()}"
+                for proc in victims:
+                    proc.send_signal(signal.SIGKILL)
+                for proc in victims:
+                    assert proc.wait(timeout=30) == -signal.SIGKILL
+                    alive.remove(proc)
+                alive += [self.fleet.start(self.args) for _ in range(self.n - len(alive))]
+                self.kills.append((time.monotonic(), row))
+            seen = len(rows)
+            time.sleep(0.02)
+        assert [p.returncode for p in alive] == [0] * len(alive), self.fleet.output()
+
+    def deaths(self, key: str) -> list[int]:
+        """The attempts of ``key`` whose worker was killed."""
+        return [row[4] for _, row in self.kills if row[2] == key]
+
+
+def _preempt(
+    fleet: Fleet,
+    tmp_path: Path,
+    held: Sequence[str],
+    attempts: int,
+    *,
+    everyone: bool = False,
+    retries: dict[str, Any] = RETRIES,
+) -> tuple[optuna.Study, Preemptor]:
+    """Run 3 workers on a journal file, killing every worker that starts one of the first
+    ``attempts`` attempts of a ``held`` transition (``everyone``: the whole fleet with it)."""
+    url = str(tmp_path / "plan.log")
+    log = tmp_path / "starts.log"
+    _retry_study(url, retries, create=True)
+    holds = [arg for key in held for arg in ("--hold", f"{key}=120")]
+    args = _args(url, log, *holds, "--hold-attempts", str(attempts), *_retries_args(retries))
+    preemptor = Preemptor(fleet, args, log, 3)
+    preemptor.run(lambda key, attempt: key in held and attempt <= attempts, everyone=everyone)
+    return _retry_study(url, retries), preemptor
+
+
+def _check_deaths(study: optuna.Study, preemptor: Preemptor, key: str, deaths: int) -> None:
+    """``key`` died ``deaths`` times, each attempt failed as stale, then succeeded once; each
+    retry waited out a grace period and a growing backoff."""
+    assert preemptor.deaths(key) == list(range(1, deaths + 1))
+    trials = [t for t in study.get_trials(deepcopy=False) if t.system_attrs[KEY_TRANSITION] == key]
+    ran = [
+        t for t in trials if (t.system_attrs.get(KEY_OUTCOME) or {}).get("status") != "superseded"
+    ]
+    assert [t.state for t in ran] == [TrialState.FAIL] * deaths + [TrialState.COMPLETE]
+    assert all(KEY_STALE in t.system_attrs for t in ran[:-1])
+    status = op.get_progress(study).statuses[key]
+    assert (status.status, status.failures, status.deaths) == ("done", 0, deaths)
+    for death in range(1, deaths + 1):
+        # The killed worker's last heartbeat may precede its START by one interval; the
+        # grace period runs from there, then the backoff from the retry's enqueueing.
+        waited = preemptor.starts[key, death + 1] - preemptor.starts[key, death]
+        assert waited >= GRACE - HEARTBEAT_INTERVAL + _backoff(death), (death, waited)
+
+
+def test_a_transition_killed_more_often_than_max_retries_still_finishes_once(
+    fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    # max_retries is 3: before deaths had their own budget, the 4th death made this
+    # transition a failed edge, the workers left and the plan routed around it.
+    key = wm.GRAPHS[GRAPH]().critical_path()[1].key
+    study, preemptor = _preempt(fleet, tmp_path, [key], attempts=5)
+    _check_outcome(study, reference_plan)
+    _check_deaths(study, preemptor, key, 5)
+    starts = wm.count_starts(wm.parse_log(str(tmp_path / "starts.log")))
+    assert starts == _starts_once() + Counter({key: 5})
+
+
+def test_kills_concentrated_at_the_end_of_the_graph(
+    fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    graph = wm.GRAPHS[GRAPH]()
+    last = [t.key for t in graph.transitions if t.target in graph.goal_states]
+    assert len(last) == 4
+    study, preemptor = _preempt(fleet, tmp_path, last, attempts=4)
+    _check_outcome(study, reference_plan)
+    for key in last:
+        _check_deaths(study, preemptor, key, 4)
+
+
+def test_the_whole_fleet_killed_at_once_again_and_again(
+    fleet: Fleet, tmp_path: Path, reference_plan: dict[str, Any]
+) -> None:
+    # Every time the held transition starts, every worker dies with it (a lost rack, a
+    # cluster-wide preemption): it and whatever ran beside it die four times, one more than
+    # max_retries.
+    key = wm.GRAPHS[GRAPH]().critical_path()[1].key
+    study, preemptor = _preempt(fleet, tmp_path, [key], attempts=4, everyone=True)
+    _check_outcome(study, reference_plan)
+    _check_deaths(study, preemptor, key, 4)
+    assert len(preemptor.kills) == 4
+    assert len(fleet.procs) == 3 + 4 * 3
+
+
+def test_a_transition_that_kills_its_worker_every_time_ends_as_a_failed_edge_that_says_so(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    graph = wm.GRAPHS[GRAPH]()
+    key = graph.critical_path()[1].key
+    retries = {**RETRIES, "max_deaths": 2}
+    study, preemptor = _preempt(fleet, tmp_path, [key], attempts=10**6, retries=retries)
+    # The budget (2 deaths) used up: the third death ends it; nothing else is lost.
+    assert preemptor.deaths(key) == [1, 2, 3]
+    status = op.get_progress(study).statuses[key]
+    assert (status.status, status.deaths) == ("failed", 3)
+    assert status.reason.startswith(
+        "died 3 times: its worker stopped sending heartbeats each time"
+    ), status.reason
+    assert "last worker" in status.reason
+    complete = Counter(
+        t.system_attrs[KEY_TRANSITION] for t in study.get_trials(states=(TrialState.COMPLETE,))
+    )
+    assert complete == Counter(t.key for t in graph.transitions if t.key != key)
+    status_out = subprocess.run(
+        [sys.executable, "-m", "optuna_opplan.cli", "status"]
+        + ["--storage", str(tmp_path / "plan.log"), "--study-name", "plan"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert key in status_out and "died 3 times" in status_out, status_out
+
+
 def _storage_error(url: str) -> None:
     """Raise what Optuna's RDBStorage raises when the server drops the connection; the driver's
     message quotes the URL with its password, as some drivers do."""

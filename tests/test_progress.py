@@ -26,12 +26,14 @@ GRAPH = op.TransitionGraph.basic(
 # (8, 0.01) -> (16, 0.01), (16, 0.1) -> (16, 0.01); the goal is (16, 0.01).
 START_8, START_16, UP_8, DOWN_8, UP_LOW, DOWN_16 = (t.key for t in GRAPH.transitions)
 MAX_RETRIES = 2
+MAX_DEATHS = 4
 
 
 def _trial(number: int, key: str, state: str, **attrs: Any) -> FrozenTrial:
     """A trial of transition ``key``: state "waiting", "running", "done" (with a result,
     score 0.5 unless ``score`` is given) or "error" / "failed" / "superseded" / "skipped" /
-    "stale" (a FAIL with that outcome, or with the stale marker)."""
+    "died" (a FAIL with that outcome) or "stale" (a FAIL with only the stale marker, as an
+    observer left it before deaths had an outcome kind)."""
     system_attrs: dict[str, Any] = {KEY_TRANSITION: key, **attrs.pop("system_attrs", {})}
     value = None
     if state == "done":
@@ -41,6 +43,9 @@ def _trial(number: int, key: str, state: str, **attrs: Any) -> FrozenTrial:
         value = score
     elif state == "stale":
         system_attrs[KEY_STALE] = "observer"
+    elif state == "died":
+        system_attrs[KEY_STALE] = "observer"
+        system_attrs[KEY_OUTCOME] = {"status": "died", "reason": "no heartbeat"}
     elif state in ("error", "failed", "superseded", "skipped"):
         system_attrs[KEY_OUTCOME] = {"status": state, "reason": attrs.pop("reason", state)}
     states = {"waiting": TrialState.WAITING, "running": TrialState.RUNNING}
@@ -62,46 +67,55 @@ def _trial(number: int, key: str, state: str, **attrs: Any) -> FrozenTrial:
 
 
 def _progress(*trials: FrozenTrial) -> op.Progress:
-    return op.Progress(GRAPH, list(trials), max_retries=MAX_RETRIES)
+    return op.Progress(GRAPH, list(trials), max_retries=MAX_RETRIES, max_deaths=MAX_DEATHS)
 
 
 @pytest.mark.parametrize(
-    ("trials", "status", "failures", "reason"),
+    ("trials", "status", "failures", "deaths", "reason"),
     [
-        ([], "pending", 0, ""),
-        ([("waiting",)], "ready", 0, ""),
-        ([("running",)], "running", 0, ""),
-        ([("done",)], "done", 0, ""),
+        ([], "pending", 0, 0, ""),
+        ([("waiting",)], "ready", 0, 0, ""),
+        ([("running",)], "running", 0, 0, ""),
+        ([("done",)], "done", 0, 0, ""),
         # A transient failure is retried: a new waiting trial makes it ready again.
-        ([("error",), ("waiting",)], "ready", 1, ""),
-        ([("stale",), ("running",)], "running", 1, ""),
+        ([("error",), ("waiting",)], "ready", 1, 0, ""),
+        # A dead worker counts as a death, not as a failure of the objective.
+        ([("died",), ("running",)], "running", 0, 1, ""),
+        ([("stale",), ("running",)], "running", 0, 1, ""),
         # A duplicate retired unrun is no failure.
-        ([("superseded",), ("waiting",)], "ready", 0, ""),
-        # Retries used up (max_retries=2: three failed attempts) and nothing waiting.
+        ([("superseded",), ("waiting",)], "ready", 0, 0, ""),
+        # Retries used up (max_retries=2: three failed attempts) and nothing waiting; a death
+        # in between does not count.
         (
-            [("error",), ("stale",), ("error", "OSError: disk full")],
+            [("error",), ("died",), ("error",), ("error", "OSError: disk full")],
             "failed",
             3,
-            "gave up after 3 failed attempts; last: trial 2: OSError: disk full",
+            1,
+            "gave up after 3 failed attempts; last: trial 3: OSError: disk full",
         ),
-        # ... whose reason says what the last attempt died of, a silent worker included.
+        # More deaths than max_retries allows failures: still retried.
+        ([("died",), ("stale",), ("died",), ("waiting",)], "ready", 0, 3, ""),
+        ([("error",), ("error",), ("died",), ("died",)], "pending", 2, 2, ""),
+        # Death budget (max_deaths=4) used up: a failed edge that says why.
         (
-            [("error",), ("error",), ("stale",)],
+            [("died",)] * 5,
             "failed",
-            3,
-            "gave up after 3 failed attempts; last: trial 2: its worker stopped sending "
-            "heartbeats",
+            0,
+            5,
+            "died 5 times: its worker stopped sending heartbeats each time",
         ),
+        # A worker that recorded an exception and then died: the exception counts.
+        ([("error", None, {KEY_STALE: "observer"})], "pending", 1, 0, ""),
         # A permanent failure (NaN loss, no usable fit) is never retried.
-        ([("failed", "TransitionFailed: loss is NaN")], "failed", 0, "loss is NaN"),
-        # A result recorded before the worker died, the trial never told: not done.
-        ([("stale", None, {KEY_RESULT: {"score": 0.9}})], "pending", 1, ""),
+        ([("failed", "TransitionFailed: loss is NaN")], "failed", 0, 0, "loss is NaN"),
+        # A result recorded before the worker died, the trial never told: not done; a death.
+        ([("stale", None, {KEY_RESULT: {"score": 0.9}})], "pending", 0, 1, ""),
         # A COMPLETE trial with an unreadable result counts as a failed attempt.
-        ([("done", None, {KEY_RESULT: {"score": "high"}}), ("waiting",)], "ready", 1, ""),
+        ([("done", None, {KEY_RESULT: {"score": "high"}}), ("waiting",)], "ready", 1, 0, ""),
     ],
 )
 def test_status_of_a_transition_out_of_the_initial_model(
-    trials: list[tuple[Any, ...]], status: str, failures: int, reason: str
+    trials: list[tuple[Any, ...]], status: str, failures: int, deaths: int, reason: str
 ) -> None:
     made = []
     for number, spec in enumerate(trials):
@@ -113,9 +127,35 @@ def test_status_of_a_transition_out_of_the_initial_model(
             kwargs["system_attrs"] = rest[1]
         made.append(_trial(number, START_8, state, **kwargs))
     got = _progress(*made).statuses[START_8]
-    assert (got.status, got.failures) == (status, failures)
+    assert (got.status, got.failures, got.deaths) == (status, failures, deaths)
     assert reason in got.reason
     assert got.finished == (status in ("done", "failed"))
+
+
+def test_a_death_budget_used_up_names_the_last_worker() -> None:
+    worker = {"opplan:worker": "gpu7:4242:a1b2c3"}
+    trials = [_trial(n, START_8, "died", system_attrs=worker) for n in range(MAX_DEATHS + 1)]
+    status = _progress(*trials).statuses[START_8]
+    assert status.reason == (
+        f"died {MAX_DEATHS + 1} times: its worker stopped sending heartbeats each time "
+        f"(killed, out of memory, or its machine lost), more than max_deaths={MAX_DEATHS} "
+        f"allows; last worker gpu7:4242:a1b2c3, trial {MAX_DEATHS}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("trials", "died_last"),
+    [
+        ([], False),
+        ([("died",)], True),
+        ([("died",), ("error",)], False),
+        ([("error",), ("stale",)], True),
+        ([("died",), ("superseded",)], True),
+    ],
+)
+def test_whether_the_last_attempt_died(trials: list[tuple[str]], died_last: bool) -> None:
+    made = [_trial(n, START_8, state) for n, (state,) in enumerate(trials)]
+    assert _progress(*made).statuses[START_8].died_last is died_last
 
 
 def test_a_transition_is_blocked_until_every_transition_into_its_source_is_finished() -> None:
