@@ -51,6 +51,15 @@ def _superseded(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         ({"score": "best"}, "`score` must be one of ('fitted', 'observed'), but got score='best'"),
         ({"max_retries": -1}, "`max_retries` must be a non-negative int, but got max_retries=-1"),
         ({"max_retries": True}, "but got max_retries=True"),
+        ({"max_deaths": -1}, "`max_deaths` must be a non-negative int, but got max_deaths=-1"),
+        ({"max_deaths": 2.5}, "but got max_deaths=2.5"),
+        (
+            {"death_backoff": -1},
+            "`death_backoff` must be a non-negative number of seconds, but got "
+            "death_backoff=-1",
+        ),
+        ({"death_backoff": float("inf")}, "but got death_backoff=inf"),
+        ({"death_backoff": "30s"}, "but got death_backoff='30s'"),
         ({"initial_score": "0"}, "`initial_score` must be a number, but got initial_score='0'"),
     ],
 )

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
+from optuna_opplan._progress import KEY_CONFIG
 from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
 
@@ -65,6 +66,26 @@ def test_loading_needs_the_same_configuration(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="plan", storage=url).trials) == len(ready), (
         "a refused setup adds nothing"
     )
+
+
+def test_a_study_stored_before_the_death_budget_existed_still_loads(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    study = op.create_planning_study(_graph(), storage=url, study_name="plan")
+    # What an earlier version stored: no max_deaths, no death_backoff.
+    config = study._storage.get_study_system_attrs(study._study_id)[KEY_CONFIG]
+    old = {k: v for k, v in config.items() if k not in ("max_deaths", "death_backoff")}
+    study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, old)
+    loaded = op.load_planning_study(study_name="plan", storage=url)
+    sampler = loaded.sampler
+    assert isinstance(sampler, op.PlanningSampler)
+    assert (sampler.max_deaths, sampler.death_backoff) == (20, 30.0), "the defaults"
+    # Workers with the defaults join it; one with another budget is refused.
+    assert op.run_worker(loaded, SimulatedObjective(seed=0), max_transitions=1) == 1
+    op.create_planning_study(_graph(), storage=url, study_name="plan")
+    with pytest.raises(op.ConfigMismatchError, match="max_deaths: study has 20, this worker 5"):
+        op.create_planning_study(_graph(), storage=url, study_name="plan", max_deaths=5)
+    stored = study._storage.get_study_system_attrs(study._study_id)[KEY_CONFIG]
+    assert stored == old, "the stored config is left as it was"
 
 
 def test_a_minimising_study_is_refused(tmp_path: Path) -> None:
