@@ -289,7 +289,10 @@ def run_phase(
             print(f"{name}: not finished after {timeout:.0f}s; stopping the workers")
             break
         if next_kill is not None and kill_every is not None and now >= next_kill:
-            alive = [p for p in procs if p.poll() is None]
+            # A process still starting up (importing, connecting) holds no work: killing it
+            # tests nothing, and on a loaded machine would keep the fleet from ever starting.
+            up = {int(row[2]) for row in _parse(latency) if row[0] == "SCAN"}
+            alive = [p for p in procs if p.poll() is None and p.pid in up]
             if alive:
                 # Every burst_every-th event is a burst: a quarter of the fleet up to all of it
                 # at once (a lost rack, a spot-market reclaim), the rest single kills.
@@ -573,7 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"live worker is killed every {args.kill_every[0]:g}-{args.kill_every[1]:g} s (seed "
         f"{args.seed}), every {args.burst_every}th time a burst of {args.workers // 4} to "
         f"{args.workers} workers at once, each replaced at once, until the plan is "
-        "complete. *racing "
+        "complete (victims are drawn from the workers that have scanned the study at least "
+        "once: killing a process still importing would test nothing). *racing "
         "start*: nothing exists before the workers, which all start at once and each call "
         "`create_planning_study` (as `tests/_worker_main.py` and a fleet's start script do).",
         "",
