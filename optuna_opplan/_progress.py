@@ -243,6 +243,14 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
             return
         elif kind in IGNORED:
             continue
+        elif (
+            KEY_STALE in trial.system_attrs
+            and kind is None
+            and KEY_WORKER not in trial.system_attrs
+        ):
+            # Failed as stale before any worker ran it: a duplicate whose retiring worker
+            # died midway (an orphan), or a claim whose process died at once. No attempt.
+            continue
         elif kind == DIED or (KEY_STALE in trial.system_attrs and kind in (None, "ok")):
             # Not the transition's fault as far as anyone can tell: a killed or preempted
             # process, a lost machine (a result recorded but never told counts here too).

@@ -18,6 +18,7 @@ from optuna_opplan._progress import KEY_OUTCOME
 from optuna_opplan._progress import KEY_RESULT
 from optuna_opplan._progress import KEY_STALE
 from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._progress import KEY_WORKER
 
 GRAPH = op.TransitionGraph.basic(
     clip_lengths=(8, 16), learning_rates=(0.1, 0.01), samplings=("u",)
@@ -33,7 +34,8 @@ def _trial(number: int, key: str, state: str, **attrs: Any) -> FrozenTrial:
     """A trial of transition ``key``: state "waiting", "running", "done" (with a result,
     score 0.5 unless ``score`` is given) or "error" / "failed" / "superseded" / "skipped" /
     "died" (a FAIL with that outcome) or "stale" (a FAIL with only the stale marker, as an
-    observer left it before deaths had an outcome kind)."""
+    observer left it before deaths had an outcome kind) or "orphan" (stale, but no worker
+    ever wrote its name on it)."""
     system_attrs: dict[str, Any] = {KEY_TRANSITION: key, **attrs.pop("system_attrs", {})}
     value = None
     if state == "done":
@@ -43,8 +45,12 @@ def _trial(number: int, key: str, state: str, **attrs: Any) -> FrozenTrial:
         value = score
     elif state == "stale":
         system_attrs[KEY_STALE] = "observer"
+        system_attrs.setdefault(KEY_WORKER, "host:1:abc")
+    elif state == "orphan":
+        system_attrs[KEY_STALE] = "observer"
     elif state == "died":
         system_attrs[KEY_STALE] = "observer"
+        system_attrs.setdefault(KEY_WORKER, "host:1:abc")
         system_attrs[KEY_OUTCOME] = {"status": "died", "reason": "no heartbeat"}
     elif state in ("error", "failed", "superseded", "skipped"):
         system_attrs[KEY_OUTCOME] = {"status": state, "reason": attrs.pop("reason", state)}
@@ -84,6 +90,9 @@ def _progress(*trials: FrozenTrial) -> op.Progress:
         ([("stale",), ("running",)], "running", 0, 1, ""),
         # A duplicate retired unrun is no failure.
         ([("superseded",), ("waiting",)], "ready", 0, 0, ""),
+        # ... nor is one whose retiring worker died midway (failed as stale, never run: no
+        # worker ever wrote its name on it).
+        ([("orphan",), ("waiting",)], "ready", 0, 0, ""),
         # Retries used up (max_retries=2: three failed attempts) and nothing waiting; a death
         # in between does not count.
         (
