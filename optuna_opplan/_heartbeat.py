@@ -98,14 +98,16 @@ def fail_abandoned(
     """Fail a running trial whose worker went silent, marking who judged it; False if it
     finished meanwhile.
 
-    Its outcome becomes ``"died"``, unless the worker recorded a failure of its own before it
-    went silent (an exception is the transition's doing, a death is not).
+    Its outcome becomes ``"died"`` if a worker ran it, unless that worker recorded a failure
+    of its own before it went silent (an exception is the transition's doing, a death is
+    not). A trial no worker ran (a duplicate whose retiring worker died midway) gets none: an
+    outcome it may hold already must stand.
     """
     outcome = trial.system_attrs.get(KEY_OUTCOME)
     kind = outcome.get("status") if isinstance(outcome, dict) else None
     try:
         storage.set_trial_system_attr(trial._trial_id, KEY_STALE, observer)
-        if kind in (None, "ok"):
+        if kind in (None, "ok") and KEY_WORKER in trial.system_attrs:
             owner = trial.system_attrs.get(KEY_WORKER, "?")
             reason = (
                 f"its worker {owner} stopped sending heartbeats (silent for {silent_for:.0f}s "
