@@ -255,7 +255,9 @@ def _compare_cmd(args: argparse.Namespace) -> int:
         raise CLIError(f"Study {args.study_name!r} has no grid study: run `opplan grid` first.")
     splits = setup.build_splits(config)
     result = compare_mod.compare(study, grid, config, splits)
-    out_dir = args.out or os.path.join(setup.artifact_path(config), "compare")
+    artifacts = setup.artifact_path(config)
+    local = config.base_dir if artifacts.startswith("s3://") else artifacts
+    out_dir = args.out or os.path.join(local, "compare")
     paths = compare_mod.comparison_figures(result, out_dir)
     compare_mod.publish_comparison(grid, result)
     if args.json:

@@ -147,8 +147,10 @@ def build_trainer(
 
 
 def artifact_path(config: PlanConfig) -> str:
-    """Where kept checkpoints go (a folder shared by all workers)."""
-    return config.path(config.section("artifacts")["path"])
+    """Where kept checkpoints go, shared by all workers: a folder (relative to the config
+    file's) or an S3 location ``s3://bucket[/prefix]``."""
+    location = config.section("artifacts")["path"]
+    return location if location.startswith("s3://") else config.path(location)
 
 
 def attach_config(study: optuna.Study, config: PlanConfig) -> None:
