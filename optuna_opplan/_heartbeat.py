@@ -9,11 +9,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
-from optuna_opplan._progress import KEY_HEARTBEAT
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_HEARTBEAT
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import fail_trial
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 
@@ -40,7 +40,7 @@ class Heartbeat(threading.Thread):
             try:
                 self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
             except UpdateFinishedTrialError:
-                _CANCELLED.add(self._trial_id)
+                CANCELLED.add(self._trial_id)
                 return
             except Exception as exc:  # a storage outage must not kill the training thread
                 _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
@@ -92,8 +92,6 @@ class StalenessWatch:
 def fail_abandoned(storage: BaseStorage, trial: FrozenTrial, observer: str) -> bool:
     """Fail a running trial whose worker went silent, marking who judged it; False if it
     finished meanwhile."""
-    try:
-        storage.set_trial_system_attr(trial._trial_id, KEY_STALE, observer)
-        return bool(storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
-    except UpdateFinishedTrialError:
-        return False
+    # No outcome is written: a duplicate whose retiring worker died may already hold its
+    # "superseded" one, which must stand.
+    return fail_trial(storage, trial._trial_id, None, attrs={KEY_STALE: observer})

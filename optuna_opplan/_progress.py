@@ -9,45 +9,39 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
-from optuna_opplan._plan import _Winner
+from optuna_opplan._plan import Winner
 from optuna_opplan._plan import resolve_states
+from optuna_opplan._protocol import FINISHED
+from optuna_opplan._protocol import IGNORED
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import PERMANENT
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import Status
+from optuna_opplan._protocol import outcome_of
 from optuna_opplan._result import TransitionResult
 from optuna_opplan._state import State
 from optuna_opplan._transition import Transition
 
-# Trial system attributes written by the engine. They are the only shared state between
-# workers: everything else is derived from them on each scan.
-KEY_TRANSITION = "opplan:transition"
-KEY_ATTEMPT = "opplan:attempt"
-KEY_SOURCE_TRIAL = "opplan:source_trial"
-KEY_EPOCH0 = "opplan:epoch0"
-KEY_HEARTBEAT = "opplan:heartbeat"
-KEY_WORKER = "opplan:worker"
-KEY_KNEE = "opplan:knee"
-KEY_RESULT = "opplan:result"
-KEY_OUTCOME = "opplan:outcome"
-KEY_STALE = "opplan:stale"
-KEY_CONFIG = "opplan:config"
-
-# Outcomes that finish a transition for good; any other failed trial is retried.
-PERMANENT = ("failed", "skipped")
-IGNORED = ("superseded",)
-
-STATUSES = ("done", "failed", "running", "ready", "pending", "blocked")
+# A transition's trials are its only shared state: everything here is derived from them
+# (through the keys and outcome kinds of the trial protocol) on each scan.
+STATUSES = tuple(s.value for s in Status)
 
 
 @dataclass
 class TransitionStatus:
     """Where one transition stands, derived from its trials.
 
-    ``status`` is one of ``"done"`` (succeeded), ``"failed"`` (finished without a result: a
-    permanent failure, retries used up, or an unreachable source), ``"running"``, ``"ready"``
-    (source resolved, a waiting trial can be claimed), ``"pending"`` (source resolved, no
-    waiting trial yet) or ``"blocked"`` (source not resolved yet).
+    ``status`` is a :class:`Status` (equal to its string): ``"done"`` (succeeded),
+    ``"failed"`` (finished without a result: a permanent failure, retries used up, or an
+    unreachable source), ``"running"``, ``"ready"`` (source resolved, a waiting trial can be
+    claimed), ``"pending"`` (source resolved, no waiting trial yet) or ``"blocked"`` (source
+    not resolved yet).
     """
 
     transition: Transition
-    status: str = "blocked"
+    status: Status = Status.BLOCKED
     trials: list[FrozenTrial] = field(default_factory=list)
     waiting: FrozenTrial | None = None
     running: FrozenTrial | None = None
@@ -58,7 +52,7 @@ class TransitionStatus:
     @property
     def finished(self) -> bool:
         """Whether the transition is done or failed for good."""
-        return self.status in ("done", "failed")
+        return self.status in FINISHED
 
 
 class Progress:
@@ -117,7 +111,7 @@ class Progress:
         # unreachable in turn: resolve until nothing changes.
         while True:
             finished = frozenset(k for k, s in self.statuses.items() if s.finished)
-            self.winners: dict[State, _Winner | None] = resolve_states(
+            self.winners: dict[State, Winner | None] = resolve_states(
                 graph, self.results, score=score, finished=finished
             )
             changed = False
@@ -126,7 +120,7 @@ class Progress:
                 if status.finished or status.running is not None or source is None:
                     continue
                 if source in self.winners and self.winners[source] is None:
-                    status.status = "failed"
+                    status.status = Status.FAILED
                     status.reason = f"source state {source.key} is unreachable"
                     changed = True
             if not changed:
@@ -136,9 +130,9 @@ class Progress:
                 continue
             source = status.transition.source
             if source is not None and source not in self.winners:
-                status.status = "blocked"
+                status.status = Status.BLOCKED
             else:
-                status.status = "ready" if status.waiting is not None else "pending"
+                status.status = Status.READY if status.waiting is not None else Status.PENDING
 
     # ----------------------------------------------------------------------------- queries
     @property
@@ -146,7 +140,7 @@ class Progress:
         """Whether every transition is finished, so the plan can be computed."""
         return all(s.finished for s in self.statuses.values())
 
-    def with_status(self, *statuses: str) -> list[TransitionStatus]:
+    def with_status(self, *statuses: Status | str) -> list[TransitionStatus]:
         """The transitions in any of ``statuses``, in the graph's topological order."""
         return [s for s in self.statuses.values() if s.status in statuses]
 
@@ -154,7 +148,7 @@ class Progress:
         """How many transitions are in each status."""
         counts = dict.fromkeys(STATUSES, 0)
         for s in self.statuses.values():
-            counts[s.status] += 1
+            counts[s.status.value] += 1
         return counts
 
     def source_of(self, transition: Transition) -> tuple[int | None, float]:
@@ -169,7 +163,7 @@ class Progress:
             raise RuntimeError(f"Source state {transition.source.key} is not resolved.")
         return winner.result.trial, winner.result.observed
 
-    def superseded(self) -> list[tuple[FrozenTrial, str, str]]:
+    def superseded(self) -> list[tuple[FrozenTrial, OutcomeKind, str]]:
         """Waiting trials that must never run: ``(trial, outcome kind, reason)``.
 
         Duplicates appear when workers enqueue the same missing transition at once; the
@@ -183,15 +177,23 @@ class Progress:
                 if trial.state != TrialState.WAITING or trial is status.waiting:
                     continue
                 extra.append(
-                    (trial, "superseded", f"duplicate of a trial of {status.transition.key}")
+                    (
+                        trial,
+                        OutcomeKind.SUPERSEDED,
+                        f"duplicate of a trial of {status.transition.key}",
+                    )
                 )
             if status.waiting is None:
                 continue
-            if status.status == "failed" and status.reason.startswith("source state"):
-                extra.append((status.waiting, "skipped", status.reason))
+            if status.status == Status.FAILED and status.reason.startswith("source state"):
+                extra.append((status.waiting, OutcomeKind.SKIPPED, status.reason))
             elif status.finished or status.running is not None:
                 extra.append(
-                    (status.waiting, "superseded", f"{status.transition.key} is {status.status}")
+                    (
+                        status.waiting,
+                        OutcomeKind.SUPERSEDED,
+                        f"{status.transition.key} is {status.status}",
+                    )
                 )
         return extra
 
@@ -204,8 +206,7 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
     failures = 0
     last_error = ""
     for trial in status.trials:
-        outcome = trial.system_attrs.get(KEY_OUTCOME) or {}
-        kind = outcome.get("status") if isinstance(outcome, dict) else None
+        kind, reason = outcome_of(trial)
         if trial.state == TrialState.COMPLETE and KEY_RESULT in trial.system_attrs:
             try:
                 result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
@@ -213,7 +214,7 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
                 failures += 1
                 last_error = f"trial {trial.number} holds an unreadable result: {exc}"
                 continue
-            status.status = "done"
+            status.status = Status.DONE
             status.result = result
             return
         if trial.state == TrialState.RUNNING:
@@ -226,20 +227,19 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
             if status.waiting is None:
                 status.waiting = trial
         elif kind in PERMANENT:
-            status.status = "failed"
-            status.reason = str(outcome.get("reason", kind))
+            status.status = Status.FAILED
+            status.reason = reason or str(kind)
             return
         elif kind in IGNORED:
             continue
         else:
             failures += 1
-            reason = outcome.get("reason") if isinstance(outcome, dict) else None
             if KEY_STALE in trial.system_attrs and not reason:
                 reason = "its worker stopped sending heartbeats"
             last_error = f"trial {trial.number}: {reason or 'failed'}"
     status.failures = failures
     if status.running is not None:
-        status.status = "running"
+        status.status = Status.RUNNING
     elif failures > max_retries and status.waiting is None:
-        status.status = "failed"
+        status.status = Status.FAILED
         status.reason = f"gave up after {failures} failed attempts; last: {last_error}"

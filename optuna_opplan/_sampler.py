@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Iterator
 from collections.abc import Sequence
-import json
+import contextlib
 import logging
 import threading
 from typing import Any
 
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
 from optuna.study import Study
@@ -19,14 +17,10 @@ from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import SCORES
-from optuna_opplan._progress import KEY_ATTEMPT
-from optuna_opplan._progress import KEY_CONFIG
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_SOURCE_TRIAL
-from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan._progress import Progress
-from optuna_opplan._progress import TransitionStatus
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import fail_trial
 from optuna_opplan._state import INITIAL_KEY
 from optuna_opplan._transition import Transition
 
@@ -36,15 +30,22 @@ SOURCE_PARAM = "source"
 TARGET_PARAM = "target"
 
 
-class ConfigMismatchError(RuntimeError):
-    """The planning configuration of this process differs from the one stored in the study."""
-
-
-class _Claim(threading.local):
+class _Admitted(threading.local):
     trial_id: int | None = None
 
 
-_claim = _Claim()
+_admitted = _Admitted()
+
+
+@contextlib.contextmanager
+def admit_trial(trial_id: int) -> Iterator[None]:
+    """Let the planning engine open a trial it claimed: any other trial that reaches the
+    sampler (popped by ``study.ask()``/``study.optimize()``) is refused."""
+    _admitted.trial_id = trial_id
+    try:
+        yield
+    finally:
+        _admitted.trial_id = None
 
 
 class PlanningSampler(BaseSampler):
@@ -125,7 +126,7 @@ class PlanningSampler(BaseSampler):
         self.max_retries = max_retries
         self.initial_score = float(initial_score)
         self._fallback = RandomSampler(seed=seed)
-        self._distributions = _distributions(graph)
+        self._distributions = transition_distributions(graph)
 
     # ------------------------------------------------------------------ BaseSampler interface
     def infer_relative_search_space(
@@ -151,19 +152,13 @@ class PlanningSampler(BaseSampler):
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if _claim.trial_id == trial._trial_id:
+        if _admitted.trial_id == trial._trial_id:
             return
         # The trial was popped by study.ask()/optimize(), which ignore readiness. Retire it so
         # that nothing is lost (the transition gets a fresh waiting trial) and say what to use.
         if trial.state == TrialState.RUNNING:
             reason = "popped by study.ask()/study.optimize() instead of optuna_opplan.run_worker"
-            try:
-                study._storage.set_trial_system_attr(
-                    trial._trial_id, KEY_OUTCOME, {"status": "superseded", "reason": reason}
-                )
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                pass
+            fail_trial(study._storage, trial._trial_id, OutcomeKind.SUPERSEDED, reason)
         raise RuntimeError(
             "PlanningSampler hands out transitions only through "
             "optuna_opplan.run_worker(study, objective): study.optimize() and study.ask() "
@@ -195,109 +190,6 @@ class PlanningSampler(BaseSampler):
             "initial_score": self.initial_score,
         }
 
-    def check_study(self, study: Study, extra: dict[str, Any] | None = None) -> None:
-        """Store this sampler's configuration (plus ``extra``, e.g. the pruner's) in the study,
-        or check that it matches the stored one.
-
-        Raises:
-            ConfigMismatchError: when the study was set up with another graph or setting.
-        """
-        stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
-        mine = {**self.config(), **(extra or {})}
-        if stored is None:
-            study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, mine)
-            return
-        if stored != mine:
-            raise ConfigMismatchError(_describe_mismatch(study.study_name, stored, mine))
-
-    def reconcile(
-        self, study: Study, progress: Progress, *, only: Collection[str] | None = None
-    ) -> bool:
-        """Give ready transitions a waiting trial and retire trials that must not run.
-
-        A transition gets its trial once its source state is resolved (a first attempt, or a
-        retry), not before: blocked transitions waiting in the storage would be re-read on
-        every scan (Optuna's cached storages re-read unfinished trials), and a fleet started
-        together would each enqueue the whole graph before seeing the others' trials.
-
-        Args:
-            study: The planning study.
-            progress: A snapshot of it.
-            only: Enqueue only these ready transitions (keys); :obj:`None`: all of them.
-
-        Returns:
-            Whether a trial was enqueued: the snapshot then lacks claimable work, and the
-            caller should scan again. (Retiring changes nothing a claim from this snapshot
-            would take: it only ever claims the lowest-numbered waiting trial of a ready
-            transition.)
-        """
-        for trial, kind, reason in progress.superseded():
-            retire_trial(study, trial, kind, reason)
-        enqueued = False
-        for status in progress.with_status("pending"):
-            if only is None or status.transition.key in only:
-                self._enqueue(study, status)
-                enqueued = True
-        return enqueued
-
-    def start_keys(self) -> set[str]:
-        """The transitions out of the initial model: ready in a new study."""
-        return {t.key for t in self.graph.transitions if t.source is None}
-
-    def claim(self, study: Study, status: TransitionStatus, progress: Progress) -> int | None:
-        """Claim ``status``'s waiting trial for this process; return its id, or :obj:`None`
-        if another worker was faster."""
-        assert status.waiting is not None
-        trial_id = status.waiting._trial_id
-        try:
-            if not study._storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                return None
-        except UpdateFinishedTrialError:
-            return None
-        source_trial, epoch0 = progress.source_of(status.transition)
-        study._storage.set_trial_system_attr(trial_id, KEY_SOURCE_TRIAL, source_trial)
-        study._storage.set_trial_system_attr(trial_id, KEY_EPOCH0, epoch0)
-        return trial_id
-
-    def open_trial(self, study: Study, trial_id: int) -> optuna.Trial:
-        """Wrap a claimed trial and record the transition's params on it."""
-        _claim.trial_id = trial_id
-        try:
-            trial = optuna.Trial(study, trial_id)
-        finally:
-            _claim.trial_id = None
-        for name, distribution in self._distributions.items():
-            assert isinstance(distribution, CategoricalDistribution)
-            trial.suggest_categorical(name, distribution.choices)
-        return trial
-
-    def _enqueue(self, study: Study, status: TransitionStatus) -> None:
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                system_attrs={
-                    KEY_TRANSITION: status.transition.key,
-                    KEY_ATTEMPT: status.failures + 1,
-                },
-            )
-        )
-
-
-def retire_trial(study: Study, trial: FrozenTrial, kind: str, reason: str) -> bool:
-    """Finish a waiting trial that must not run, recording why. False if someone claimed it."""
-    try:
-        if not study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-            return False
-        study._storage.set_trial_system_attr(
-            trial._trial_id, KEY_OUTCOME, {"status": kind, "reason": reason}
-        )
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except UpdateFinishedTrialError:
-        # Claimed by a worker first, or (if this process stalled for a grace period midway)
-        # failed as abandoned by another: either way not ours to finish.
-        return False
-    return True
-
 
 def _transition_params(transition: Transition) -> dict[str, Any]:
     return {
@@ -307,7 +199,8 @@ def _transition_params(transition: Transition) -> dict[str, Any]:
     }
 
 
-def _distributions(graph: TransitionGraph) -> dict[str, BaseDistribution]:
+def transition_distributions(graph: TransitionGraph) -> dict[str, BaseDistribution]:
+    """The params a planning trial records: source, target and each axis, as categoricals."""
     sources: Sequence[str] = [INITIAL_KEY, *(s.key for s in graph.states)]
     distributions: dict[str, BaseDistribution] = {
         SOURCE_PARAM: CategoricalDistribution(sources),
@@ -316,26 +209,3 @@ def _distributions(graph: TransitionGraph) -> dict[str, BaseDistribution]:
     for axis in graph.axes:
         distributions[axis.name] = CategoricalDistribution(axis.values)
     return distributions
-
-
-def _describe_mismatch(study_name: str, stored: dict[str, Any], mine: dict[str, Any]) -> str:
-    diffs = []
-    for key in sorted(set(stored) | set(mine) - {"graph", "fingerprint"}):
-        if key not in ("graph", "fingerprint") and stored.get(key) != mine.get(key):
-            diffs.append(f"{key}: study has {stored.get(key)!r}, this worker {mine.get(key)!r}")
-    theirs, ours = stored.get("graph", {}), mine["graph"]
-    for key in ("axes", "rule", "start", "goals"):
-        if theirs.get(key) != ours.get(key):
-            diffs.append(
-                f"graph {key}: study has {json.dumps(theirs.get(key))}, "
-                f"this worker {json.dumps(ours.get(key))}"
-            )
-    if not diffs and stored.get("fingerprint") != mine["fingerprint"]:
-        diffs.append(
-            f"graph fingerprint: study has {stored.get('fingerprint')}, "
-            f"this worker {mine['fingerprint']}"
-        )
-    return (
-        f"This worker's planning configuration differs from the one study {study_name!r} was "
-        "set up with, and mixing them would corrupt the plan: " + "; ".join(diffs) + "."
-    )

@@ -14,10 +14,13 @@ import pytest
 
 import optuna_opplan as op
 from optuna_opplan import _heartbeat as heartbeat_module
+from optuna_opplan import _storage as storage_module
 from optuna_opplan import _worker as worker_module
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._queue import TransitionQueue
+from optuna_opplan._study import check_config
 from optuna_opplan.simulation import SimulatedObjective
 
 SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
@@ -204,13 +207,13 @@ def test_an_abandoned_trial_is_failed_and_retried() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    sampler.check_study(study, {"pruner": study.pruner.config()})  # type: ignore[attr-defined]
-    progress = sampler.progress(study)
-    sampler.reconcile(study, progress)
-    progress = sampler.progress(study)
+    check_config(study, sampler, study.pruner)  # type: ignore[arg-type]
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
     first = progress.with_status("ready")[0]
     # A worker claims the transition and dies before its first heartbeat.
-    claimed = sampler.claim(study, first, progress)
+    claimed = queue.claim(first, progress)
     assert claimed is not None
     op.run_worker(study, SimulatedObjective(seed=2), **_fast())
     stale = study._storage.get_trial(claimed)
@@ -433,7 +436,7 @@ def _outage_run(
 def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
     fail: bool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.05)
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.05)
     graph = op.TransitionGraph.basic(**SMALL)
     victim = graph.transitions[1].key
     storage = FlakyStorage()
@@ -465,8 +468,8 @@ def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
 def test_a_worker_giving_up_on_the_storage_names_the_outcome_it_could_not_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "STORAGE_RETRIES", 2)
-    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.01)
+    monkeypatch.setattr(storage_module, "STORAGE_RETRIES", 2)
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.01)
     graph = op.TransitionGraph.basic(**SMALL)
     victim = graph.transitions[0].key
     with pytest.raises(op.StorageUnavailableError) as info:
@@ -483,9 +486,10 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    sampler.reconcile(study, sampler.progress(study))
-    progress = sampler.progress(study)
-    claimed = sampler.claim(study, progress.with_status("ready")[0], progress)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
+    claimed = queue.claim(progress.with_status("ready")[0], progress)
     assert claimed is not None
     now = [0.0]
     monkeypatch.setattr(heartbeat_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
@@ -518,9 +522,10 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     # Another worker finished the first start transition: what it made ready is its to
     # enqueue; this one waits `defer` (half the grace period) before taking over.
     first = graph.transitions[0]
-    sampler.reconcile(study, sampler.progress(study))
-    progress = sampler.progress(study)
-    claimed = sampler.claim(study, progress.statuses[first.key], progress)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
+    claimed = queue.claim(progress.statuses[first.key], progress)
     assert claimed is not None
     study._storage.set_trial_system_attr(
         claimed,

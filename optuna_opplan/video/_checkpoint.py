@@ -14,7 +14,7 @@ from optuna.artifacts import upload_artifact
 from optuna.study import Study
 import torch
 
-KEY_CHECKPOINT = "opplan:checkpoint"
+from optuna_opplan._protocol import KEY_CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
