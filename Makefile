@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: an unpinned resolve pulls GBs of CUDA wheels.
 	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e ".[video,dashboard,postgres,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[video,dashboard,postgres,s3,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

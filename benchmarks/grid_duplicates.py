@@ -40,7 +40,7 @@ import sqlalchemy
 from benchmarks._env import load_average
 from benchmarks._env import machine
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_TRANSITION
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))

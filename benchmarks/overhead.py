@@ -8,7 +8,7 @@ Run from the repository root: ``.venv/bin/python -m benchmarks.overhead [--out P
   fits the whole series and writes the decision on the trial, as in training. Target: < 20 ms
   at 200 points.
 - Ask: what a worker does to get its next transition, ``sampler.progress(study)`` (one read
-  of all trials + the status of every transition) + ``sampler.reconcile`` + ``sampler.claim``,
+  of all trials + the status of every transition) + the queue's ``reconcile`` + ``claim``,
   on a study in the local SQLite storage (``op.create_storage("sqlite:///...")``, i.e.
   ``BEGIN IMMEDIATE``) and in a journal file, for a generated graph with 10, 100 or 1,000
   transitions, half of them completed in the single-worker order, and a waiting trial for each
@@ -45,12 +45,14 @@ from benchmarks._env import cpu_model
 from benchmarks._env import load_average
 import optuna_opplan as op
 from optuna_opplan._plan import resolve_states
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_SOURCE_TRIAL
-from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan._progress import Progress
+from optuna_opplan._protocol import KEY_EPOCH0
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_SOURCE_TRIAL
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._queue import TransitionQueue
+from optuna_opplan._study import check_config
 from optuna_opplan.simulation import SimulatedObjective
 
 PRUNER_POINTS = (10, 50, 100, 200)
@@ -238,7 +240,9 @@ def fill_study(
     with a random result, as workers leave them, and a waiting trial for each transition that
     is then ready, as the workers enqueue them."""
     rng = np.random.default_rng(seed)
-    sampler.check_study(study)
+    pruner = study.pruner
+    assert isinstance(pruner, op.KneePointPruner)
+    check_config(study, sampler, pruner)
     order = single_worker_order(sampler.graph)
     for number, t in enumerate(order[: int(done_fraction * len(order))]):
         result = op.TransitionResult(
@@ -264,7 +268,8 @@ def fill_study(
                 intermediate_values={e: float(rng.uniform()) for e in range(1, 4)},
             )
         )
-    sampler.reconcile(study, sampler.progress(study))
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
 
 
 def bench_ask(
@@ -292,14 +297,15 @@ def bench_ask(
             parts: dict[str, list[float]] = {"progress": [], "reconcile": [], "claim": []}
             totals: list[float] = []
             cpu: list[float] = []
+            queue = TransitionQueue(study, sampler)
             for _ in range(repeats):
                 c0, t0 = time.thread_time(), time.perf_counter()
                 progress = sampler.progress(study)
                 t1 = time.perf_counter()
-                changed = sampler.reconcile(study, progress)
+                changed = queue.reconcile(progress)
                 t2 = time.perf_counter()
                 status = progress.with_status("ready")[0]
-                trial_id = sampler.claim(study, status, progress)
+                trial_id = queue.claim(status, progress)
                 t3 = time.perf_counter()
                 cpu.append(time.thread_time() - c0)
                 assert trial_id is not None and not changed

@@ -50,7 +50,7 @@ from benchmarks.overhead import header_lines
 from benchmarks.overhead import markdown_table
 from benchmarks.overhead import text_table
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
 
 WORKERS = (1, 2, 4, 8)

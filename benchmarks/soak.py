@@ -20,8 +20,8 @@ timing, so this is the plan any undisturbed run finds).
 Each worker (this module with ``worker``) runs :func:`optuna_opplan.run_worker` with a
 :class:`~optuna_opplan.simulation.SimulatedObjective` and logs every objective START/FINISH, and
 the latency of its asks: the scan that led to a claim, from the start of
-``sampler.progress`` through stale detection and ``sampler.reconcile`` to the end of a
-successful ``sampler.claim``. Afterwards the study and the logs are checked: every transition
+``sampler.progress`` through stale detection and the queue's ``reconcile`` to the end of a
+successful ``claim``. Afterwards the study and the logs are checked: every transition
 COMPLETE exactly once (none lost), no trial left RUNNING or WAITING, and every objective start
 that is not the completing one belongs to an attempt whose worker was killed (else it is a
 duplicate). Results go to ``benchmarks/results/soak.md``.
@@ -54,10 +54,11 @@ import sqlalchemy
 from benchmarks._env import load_average
 from benchmarks._env import machine
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._progress import KEY_TRANSITION
-from optuna_opplan._progress import KEY_WORKER
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_WORKER
+from optuna_opplan._queue import TransitionQueue
 from optuna_opplan.simulation import SimulatedObjective
 from optuna_opplan.testing import PostgresServer
 
@@ -155,7 +156,7 @@ def worker(argv: Sequence[str]) -> int:
     latency = os.open(args.latency, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
     scan_started = [0.0]
-    progress, claim = sampler.progress, sampler.claim
+    progress, claim = sampler.progress, TransitionQueue.claim
 
     def timed_progress(study: optuna.Study) -> op.Progress:
         scan_started[0] = time.perf_counter()
@@ -163,8 +164,8 @@ def worker(argv: Sequence[str]) -> int:
         _append(latency, "SCAN", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
         return snapshot
 
-    def timed_claim(study: optuna.Study, status: Any, snapshot: op.Progress) -> int | None:
-        trial_id = claim(study, status, snapshot)
+    def timed_claim(queue: TransitionQueue, status: Any, snapshot: op.Progress) -> int | None:
+        trial_id = claim(queue, status, snapshot)
         if trial_id is not None:
             _append(latency, "ASK", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
         else:
@@ -172,7 +173,7 @@ def worker(argv: Sequence[str]) -> int:
         return trial_id
 
     sampler.progress = timed_progress  # type: ignore[method-assign]
-    sampler.claim = timed_claim  # type: ignore[method-assign,assignment]
+    TransitionQueue.claim = timed_claim  # type: ignore[method-assign]
     inner = SimulatedObjective(
         seed=SEED, epoch_seconds=settings.epoch_seconds, max_epochs=settings.max_epochs
     )
@@ -600,8 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "more than once, a trial started twice, or an objective start that is neither the "
         "completing run nor an attempt of a killed worker (its trial failed as stale); "
         "*ask*: in the worker process, from the start of `sampler.progress` (one read of all "
-        "trials) through stale detection and `sampler.reconcile` to the end of a successful "
-        "`sampler.claim` (the atomic WAITING -> RUNNING update), for each transition a worker "
+        "trials) through stale detection and the queue's `reconcile` to the end of a successful "
+        "`claim` (the atomic WAITING -> RUNNING update), for each transition a worker "
         "took; *scan*: every `sampler.progress` call; *lost claim races*: claims another "
         "worker won (the loser tries the next ready transition of its snapshot). "
         "Transitions/min is over the phase's wall time, including process start-up and the "

@@ -8,7 +8,7 @@ For each storage made by ``op.create_storage`` (``sqlite:///plan.db``: SQLite, e
 ``op.run_worker`` with a fast ``SimulatedObjective`` (no sleep: the run is bound by the storage
 and the knee fits). Reported: wall time (first worker starts planning -> last one returns),
 transitions per minute, the p50/p99 latency of a worker's scan + claim (from the start of the
-``sampler.progress`` call that found the transition to the end of the ``sampler.claim`` that
+``sampler.progress`` call that found the transition to the end of the queue's ``claim`` that
 took it, timed inside the worker processes by wrapping the sampler's methods), the
 latency of every scan, the storage's size on disk, and an exactly-once check (one COMPLETE
 trial per transition, no transition run twice).
@@ -40,8 +40,9 @@ from benchmarks.overhead import header_lines
 from benchmarks.overhead import markdown_table
 from benchmarks.overhead import text_table
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._queue import TransitionQueue
 from optuna_opplan.simulation import SimulatedObjective
 
 WORKER_COUNTS = (1, 2, 4)
@@ -124,10 +125,11 @@ def worker_main(
 
         return wrapper
 
-    # Instance attributes shadow the methods run_worker calls through study.sampler.
+    # An instance attribute shadows the method run_worker's queue calls through the sampler;
+    # the queue's own methods are wrapped on the class (this process runs one worker).
     sampler.progress = timed("progress", sampler.progress)  # type: ignore[method-assign]
-    sampler.reconcile = timed("reconcile", sampler.reconcile)  # type: ignore[method-assign]
-    sampler.claim = timed("claim", sampler.claim)  # type: ignore[method-assign]
+    TransitionQueue.reconcile = timed("reconcile", TransitionQueue.reconcile)  # type: ignore[method-assign]
+    TransitionQueue.claim = timed("claim", TransitionQueue.claim)  # type: ignore[method-assign]
     barrier.wait()
     start = time.perf_counter()
     done = op.run_worker(

@@ -14,7 +14,7 @@ by 2x between identical epochs, drowning a 5% effect.
 
 For each clip length (4, 8) and batch size (4, 16) two models start from the same seed:
 
-(a) trainer: ``_Runner.train_epoch`` with a matching ``TrainerConfig`` (its own DataLoader,
+(a) trainer: ``Runner.train_epoch`` with a matching ``TrainerConfig`` (its own DataLoader,
     loss checks, GradScaler, accumulation bookkeeping);
 (b) hand loop: the same dataset object and DataLoader settings (batch, shuffle, 2 workers,
     prefetch 4, non-persistent workers, same generator seed, so the same clips in the same
@@ -56,8 +56,8 @@ from optuna_opplan.models import classification_loss
 from optuna_opplan.models import get_model
 from optuna_opplan.video import ClipTransform
 from optuna_opplan.video import VideoDataset
+from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
-from optuna_opplan.video._trainer import _Runner
 from optuna_opplan.video.synthetic import ensure_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ TRANSFORM = ClipTransform(crop_size=32, scale_range=(36, 44), eval_short_side=36
 CLIP_LENGTHS = (4, 8)
 BATCH_SIZES = (4, 16)
 WORKERS = 2
-PREFETCH = 4  # what _Runner.loader uses
+PREFETCH = 4  # what Runner.loader uses
 LR = 0.01
 TARGET = 5.0
 
@@ -188,7 +188,7 @@ def measure(
         progress=False,
         seed=0,
     )
-    runner = _Runner(config, len(dataset.classes))
+    runner = Runner(config, len(dataset.classes))
     model_a = runner.build_model()
     optimizer_a = runner.optimizer(model_a, LR)
     torch.manual_seed(0)
@@ -305,7 +305,7 @@ def main() -> None:
     spread = [p for *_, r in rows for p in r["pairs"]]
     worst_cpu = max(r["cpu_overhead"] for _, _, r in rows)
     lines = [
-        "# Trainer overhead: `_Runner.train_epoch` vs a minimal PyTorch loop",
+        "# Trainer overhead: `Runner.train_epoch` vs a minimal PyTorch loop",
         "",
         f"Command: `{command}` (from the repository root)",
         f"Date: {date}; wall time {wall / 60:.1f} min",

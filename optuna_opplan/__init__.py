@@ -18,21 +18,21 @@ from optuna_opplan._plan import compute_plan
 from optuna_opplan._progress import Progress
 from optuna_opplan._pruner import KneePointPruner
 from optuna_opplan._result import TransitionResult
-from optuna_opplan._sampler import ConfigMismatchError
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._state import State
 from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
+from optuna_opplan._storage import StorageUnavailableError
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import harden_storage
+from optuna_opplan._study import ConfigMismatchError
+from optuna_opplan._study import PlanIncompleteError
 from optuna_opplan._study import create_planning_study
+from optuna_opplan._study import get_plan
+from optuna_opplan._study import get_progress
 from optuna_opplan._study import load_planning_study
 from optuna_opplan._transition import Transition
-from optuna_opplan._worker import PlanIncompleteError
-from optuna_opplan._worker import StorageUnavailableError
 from optuna_opplan._worker import TransitionFailed
-from optuna_opplan._worker import get_plan
-from optuna_opplan._worker import get_progress
 from optuna_opplan._worker import run_worker
 
 __version__ = "0.1.0"

@@ -9,14 +9,14 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
-from optuna_opplan._progress import DIED
-from optuna_opplan._progress import KEY_HEARTBEAT
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._progress import KEY_WORKER
-from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_HEARTBEAT
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_WORKER
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import fail_trial
+from optuna_opplan._protocol import outcome_of
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 
@@ -43,7 +43,7 @@ class Heartbeat(threading.Thread):
             try:
                 self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
             except UpdateFinishedTrialError:
-                _CANCELLED.add(self._trial_id)
+                CANCELLED.add(self._trial_id)
                 return
             except Exception as exc:  # a storage outage must not kill the training thread
                 _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
@@ -98,24 +98,19 @@ def fail_abandoned(
     """Fail a running trial whose worker went silent, marking who judged it; False if it
     finished meanwhile.
 
-    Its outcome becomes ``"died"`` if a worker ran it, unless that worker recorded a failure
-    of its own before it went silent (an exception is the transition's doing, a death is
-    not). A trial no worker ran (a duplicate whose retiring worker died midway) gets none: an
-    outcome it may hold already must stand.
+    Its outcome becomes :attr:`OutcomeKind.DIED` if a worker ran it, unless that worker
+    recorded a failure of its own before it went silent (an exception is the transition's
+    doing, a death is not). A trial no worker ran (a duplicate whose retiring worker died
+    midway) gets none: the ``"superseded"`` outcome it may already hold must stand.
     """
-    outcome = trial.system_attrs.get(KEY_OUTCOME)
-    kind = outcome.get("status") if isinstance(outcome, dict) else None
-    try:
-        storage.set_trial_system_attr(trial._trial_id, KEY_STALE, observer)
-        if kind in (None, "ok") and KEY_WORKER in trial.system_attrs:
-            owner = trial.system_attrs.get(KEY_WORKER, "?")
-            reason = (
-                f"its worker {owner} stopped sending heartbeats (silent for {silent_for:.0f}s "
-                f"as seen by {observer})"
-            )
-            storage.set_trial_system_attr(
-                trial._trial_id, KEY_OUTCOME, {"status": DIED, "reason": reason}
-            )
-        return bool(storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
-    except UpdateFinishedTrialError:
-        return False
+    kind, _ = outcome_of(trial)
+    if kind not in (None, OutcomeKind.OK) or KEY_WORKER not in trial.system_attrs:
+        return fail_trial(storage, trial._trial_id, None, attrs={KEY_STALE: observer})
+    owner = trial.system_attrs[KEY_WORKER]
+    reason = (
+        f"its worker {owner} stopped sending heartbeats (silent for {silent_for:.0f}s as seen "
+        f"by {observer})"
+    )
+    return fail_trial(
+        storage, trial._trial_id, OutcomeKind.DIED, reason, attrs={KEY_STALE: observer}
+    )

@@ -17,7 +17,9 @@ class GoalUnreachableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Winner:
+class Winner:
+    """A resolved state's best incoming transition and the best path's totals through it."""
+
     transition: Transition
     result: TransitionResult
     score: float
@@ -31,7 +33,7 @@ def resolve_states(
     *,
     score: str = "fitted",
     finished: frozenset[str] | None = None,
-) -> dict[State, _Winner | None]:
+) -> dict[State, Winner | None]:
     """The best incoming transition of every resolved state, in topological order.
 
     A state is resolved once each transition into it is finished: those in ``results``
@@ -44,12 +46,12 @@ def resolve_states(
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}, but got score={score!r}.")
     order = {t.key: i for i, t in enumerate(graph.transitions)}
-    winners: dict[State, _Winner | None] = {}
+    winners: dict[State, Winner | None] = {}
     for state in graph.states:
         incoming = graph.predecessors(state)
         if finished is not None and not all(t.key in finished for t in incoming):
             continue
-        best: _Winner | None = None
+        best: Winner | None = None
         for t in incoming:
             result = results.get(t.key)
             if result is None:
@@ -61,7 +63,7 @@ def resolve_states(
                 if source is None:
                     continue
                 base_epochs = source.total_epochs
-            candidate = _Winner(
+            candidate = Winner(
                 t, result, result.edge_score(score), base_epochs + result.epochs, order[t.key]
             )
             if best is None or _better(candidate, best):
@@ -70,7 +72,7 @@ def resolve_states(
     return winners
 
 
-def _better(a: _Winner, b: _Winner) -> bool:
+def _better(a: Winner, b: Winner) -> bool:
     # Higher score wins; ties go to the shorter schedule, then to the earlier transition.
     return (-a.score, a.total_epochs, a.order) < (-b.score, b.total_epochs, b.order)
 
@@ -224,7 +226,7 @@ def compute_plan(
     if not reached:
         raise GoalUnreachableError(_unreachable_reason(graph, results, winners))
     best, _ = min(reached, key=lambda wi: (-wi[0].score, wi[0].total_epochs, wi[1]))
-    chain: list[_Winner] = [best]
+    chain: list[Winner] = [best]
     while chain[-1].transition.source is not None:
         source_winner = winners[chain[-1].transition.source]
         assert source_winner is not None
@@ -245,7 +247,7 @@ def compute_plan(
 def _unreachable_reason(
     graph: TransitionGraph,
     results: Mapping[str, TransitionResult],
-    winners: Mapping[State, _Winner | None],
+    winners: Mapping[State, Winner | None],
 ) -> str:
     parts = []
     for goal in graph.goal_states:

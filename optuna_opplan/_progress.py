@@ -9,62 +9,60 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
-from optuna_opplan._plan import _Winner
+from optuna_opplan._plan import Winner
 from optuna_opplan._plan import resolve_states
+from optuna_opplan._protocol import FINISHED
+from optuna_opplan._protocol import IGNORED
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_WORKER
+from optuna_opplan._protocol import PERMANENT
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import Status
+from optuna_opplan._protocol import outcome_of
 from optuna_opplan._result import TransitionResult
 from optuna_opplan._state import State
 from optuna_opplan._transition import Transition
 
-# Trial system attributes written by the engine. They are the only shared state between
-# workers: everything else is derived from them on each scan.
-KEY_TRANSITION = "opplan:transition"
-KEY_ATTEMPT = "opplan:attempt"
-KEY_SOURCE_TRIAL = "opplan:source_trial"
-KEY_EPOCH0 = "opplan:epoch0"
-KEY_HEARTBEAT = "opplan:heartbeat"
-KEY_WORKER = "opplan:worker"
-KEY_KNEE = "opplan:knee"
-KEY_RESULT = "opplan:result"
-KEY_OUTCOME = "opplan:outcome"
-KEY_STALE = "opplan:stale"
-KEY_RETRY_DELAY = "opplan:retry_delay"
-KEY_CONFIG = "opplan:config"
-
-# Outcomes that finish a transition for good; any other failed trial is retried.
-PERMANENT = ("failed", "skipped")
-IGNORED = ("superseded",)
-# A trial whose worker stopped sending heartbeats (killed, out of memory, machine lost):
-# counted against the death budget, not against max_retries.
-DIED = "died"
-
-STATUSES = ("done", "failed", "running", "ready", "pending", "blocked")
+# A transition's trials are its only shared state: everything here is derived from them
+# (through the keys and outcome kinds of the trial protocol) on each scan.
+STATUSES = tuple(s.value for s in Status)
 
 
 @dataclass
 class TransitionStatus:
     """Where one transition stands, derived from its trials.
 
-    ``status`` is one of ``"done"`` (succeeded), ``"failed"`` (finished without a result: a
-    permanent failure, retries used up, or an unreachable source), ``"running"``, ``"ready"``
-    (source resolved, a waiting trial can be claimed), ``"pending"`` (source resolved, no
-    waiting trial yet) or ``"blocked"`` (source not resolved yet).
+    ``status`` is a :class:`Status` (equal to its string): ``"done"`` (succeeded),
+    ``"failed"`` (finished without a result: a permanent failure, retries used up, or an
+    unreachable source), ``"running"``, ``"ready"`` (source resolved, a waiting trial can be
+    claimed), ``"pending"`` (source resolved, no waiting trial yet) or ``"blocked"`` (source
+    not resolved yet).
     """
 
     transition: Transition
-    status: str = "blocked"
+    status: Status = Status.BLOCKED
     trials: list[FrozenTrial] = field(default_factory=list)
     waiting: FrozenTrial | None = None
     running: FrozenTrial | None = None
     result: TransitionResult | None = None
+    # Attempts whose objective failed (counted against max_retries), and attempts whose
+    # worker died (against max_deaths); whether the latest counted attempt was a death.
     failures: int = 0
     deaths: int = 0
     died_last: bool = False
     reason: str = ""
 
     @property
+    def attempts(self) -> int:
+        """Attempts counted so far (failed or died)."""
+        return self.failures + self.deaths
+
+    @property
     def finished(self) -> bool:
         """Whether the transition is done or failed for good."""
-        return self.status in ("done", "failed")
+        return self.status in FINISHED
 
 
 class Progress:
@@ -126,7 +124,7 @@ class Progress:
         # unreachable in turn: resolve until nothing changes.
         while True:
             finished = frozenset(k for k, s in self.statuses.items() if s.finished)
-            self.winners: dict[State, _Winner | None] = resolve_states(
+            self.winners: dict[State, Winner | None] = resolve_states(
                 graph, self.results, score=score, finished=finished
             )
             changed = False
@@ -135,7 +133,7 @@ class Progress:
                 if status.finished or status.running is not None or source is None:
                     continue
                 if source in self.winners and self.winners[source] is None:
-                    status.status = "failed"
+                    status.status = Status.FAILED
                     status.reason = f"source state {source.key} is unreachable"
                     changed = True
             if not changed:
@@ -145,9 +143,9 @@ class Progress:
                 continue
             source = status.transition.source
             if source is not None and source not in self.winners:
-                status.status = "blocked"
+                status.status = Status.BLOCKED
             else:
-                status.status = "ready" if status.waiting is not None else "pending"
+                status.status = Status.READY if status.waiting is not None else Status.PENDING
 
     # ----------------------------------------------------------------------------- queries
     @property
@@ -155,7 +153,7 @@ class Progress:
         """Whether every transition is finished, so the plan can be computed."""
         return all(s.finished for s in self.statuses.values())
 
-    def with_status(self, *statuses: str) -> list[TransitionStatus]:
+    def with_status(self, *statuses: Status | str) -> list[TransitionStatus]:
         """The transitions in any of ``statuses``, in the graph's topological order."""
         return [s for s in self.statuses.values() if s.status in statuses]
 
@@ -163,7 +161,7 @@ class Progress:
         """How many transitions are in each status."""
         counts = dict.fromkeys(STATUSES, 0)
         for s in self.statuses.values():
-            counts[s.status] += 1
+            counts[s.status.value] += 1
         return counts
 
     def source_of(self, transition: Transition) -> tuple[int | None, float]:
@@ -178,7 +176,7 @@ class Progress:
             raise RuntimeError(f"Source state {transition.source.key} is not resolved.")
         return winner.result.trial, winner.result.observed
 
-    def superseded(self) -> list[tuple[FrozenTrial, str, str]]:
+    def superseded(self) -> list[tuple[FrozenTrial, OutcomeKind, str]]:
         """Waiting trials that must never run: ``(trial, outcome kind, reason)``.
 
         Duplicates appear when workers enqueue the same missing transition at once; the
@@ -192,15 +190,23 @@ class Progress:
                 if trial.state != TrialState.WAITING or trial is status.waiting:
                     continue
                 extra.append(
-                    (trial, "superseded", f"duplicate of a trial of {status.transition.key}")
+                    (
+                        trial,
+                        OutcomeKind.SUPERSEDED,
+                        f"duplicate of a trial of {status.transition.key}",
+                    )
                 )
             if status.waiting is None:
                 continue
-            if status.status == "failed" and status.reason.startswith("source state"):
-                extra.append((status.waiting, "skipped", status.reason))
+            if status.status == Status.FAILED and status.reason.startswith("source state"):
+                extra.append((status.waiting, OutcomeKind.SKIPPED, status.reason))
             elif status.finished or status.running is not None:
                 extra.append(
-                    (status.waiting, "superseded", f"{status.transition.key} is {status.status}")
+                    (
+                        status.waiting,
+                        OutcomeKind.SUPERSEDED,
+                        f"{status.transition.key} is {status.status}",
+                    )
                 )
         return extra
 
@@ -213,8 +219,8 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
     failures = deaths = 0
     last_error = last_death = ""
     for trial in status.trials:
-        outcome = trial.system_attrs.get(KEY_OUTCOME) or {}
-        kind = outcome.get("status") if isinstance(outcome, dict) else None
+        kind, reason = outcome_of(trial)
+        stale = KEY_STALE in trial.system_attrs
         if trial.state == TrialState.COMPLETE and KEY_RESULT in trial.system_attrs:
             try:
                 result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
@@ -223,7 +229,7 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
                 status.died_last = False
                 last_error = f"trial {trial.number} holds an unreadable result: {exc}"
                 continue
-            status.status = "done"
+            status.status = Status.DONE
             status.result = result
             status.failures, status.deaths = failures, deaths
             return
@@ -237,21 +243,17 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
             if status.waiting is None:
                 status.waiting = trial
         elif kind in PERMANENT:
-            status.status = "failed"
-            status.reason = str(outcome.get("reason", kind))
+            status.status = Status.FAILED
+            status.reason = reason or str(kind)
             status.failures, status.deaths = failures, deaths
             return
         elif kind in IGNORED:
             continue
-        elif (
-            KEY_STALE in trial.system_attrs
-            and kind is None
-            and KEY_WORKER not in trial.system_attrs
-        ):
+        elif stale and kind is None and KEY_WORKER not in trial.system_attrs:
             # Failed as stale before any worker ran it: a duplicate whose retiring worker
             # died midway (an orphan), or a claim whose process died at once. No attempt.
             continue
-        elif kind == DIED or (KEY_STALE in trial.system_attrs and kind in (None, "ok")):
+        elif kind == OutcomeKind.DIED or (stale and kind in (None, OutcomeKind.OK)):
             # Not the transition's fault as far as anyone can tell: a killed or preempted
             # process, a lost machine (a result recorded but never told counts here too).
             deaths += 1
@@ -261,19 +263,17 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
         else:
             failures += 1
             status.died_last = False
-            reason = outcome.get("reason") if isinstance(outcome, dict) else None
             last_error = f"trial {trial.number}: {reason or 'failed'}"
-    status.failures = failures
-    status.deaths = deaths
+    status.failures, status.deaths = failures, deaths
     if status.running is not None:
-        status.status = "running"
+        status.status = Status.RUNNING
     elif status.waiting is not None:
         return
     elif failures > max_retries:
-        status.status = "failed"
+        status.status = Status.FAILED
         status.reason = f"gave up after {failures} failed attempts; last: {last_error}"
     elif deaths > max_deaths:
-        status.status = "failed"
+        status.status = Status.FAILED
         status.reason = (
             f"died {deaths} times: its worker stopped sending heartbeats each time (killed, "
             f"out of memory, or its machine lost), more than max_deaths={max_deaths} allows; "

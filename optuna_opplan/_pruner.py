@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 from typing import Any
-import warnings
 
 import numpy as np
 from optuna.pruners import BasePruner
@@ -14,12 +13,10 @@ from optuna_opplan._knee import KNEE_KEEP_RULES
 from optuna_opplan._knee import KNEE_LOSSES
 from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import knee_decision
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_KNEE
-
-# Trials whose worker learned that another worker failed them as stale: their objective must
-# stop at the next should_prune(), and their result is discarded.
-_CANCELLED: set[int] = set()
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_EPOCH0
+from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import curve_of
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -95,8 +92,6 @@ class KneePointPruner(BasePruner):
         self.curve = curve
         self.keep = keep
         self.loss = loss
-        # A transition's epoch-0 point is fixed when it is claimed; reading it from storage on
-        # every report would cost a full trial fetch per epoch.
         self._epoch0: dict[tuple[int, int], float] = {}
 
     def config(self) -> dict[str, Any]:
@@ -123,28 +118,21 @@ class KneePointPruner(BasePruner):
     def curve_of(self, study: Study, trial: FrozenTrial) -> list[float]:
         """The fitted series of ``trial``: its epoch-0 point, then the reported epochs.
 
-        The epoch-0 point is the score the objective reported at step 0, if any (the inherited
-        checkpoint evaluated with this transition's settings), else the source checkpoint's
-        score as its own transition measured it.
+        As :func:`~optuna_opplan._protocol.curve_of` (the dashboard draws the same series),
+        with the supplied epoch-0 point cached: it is fixed when the trial is claimed, and
+        reading it again on every report would cost a full trial fetch per epoch.
         """
         key = (id(study._storage), trial._trial_id)
-        epoch0 = trial.intermediate_values.get(0, self._epoch0.get(key))
-        if epoch0 is None:
-            epoch0 = float(trial.system_attrs.get(KEY_EPOCH0, 0.0))
+        epoch0 = self._epoch0.get(key)
+        if epoch0 is None and 0 not in trial.intermediate_values:
+            epoch0 = float(trial.system_attrs.get(KEY_EPOCH0) or 0.0)
             if len(self._epoch0) > 10_000:
                 self._epoch0.clear()
             self._epoch0[key] = epoch0
-        steps = sorted(s for s in trial.intermediate_values if s >= 1)
-        if steps and steps != list(range(1, len(steps) + 1)):
-            warnings.warn(
-                f"Trial {trial.number} reported epochs {steps[:5]}...; KneePointPruner expects "
-                "epochs 1, 2, 3, ... and fits them in that order.",
-                stacklevel=3,
-            )
-        return [float(epoch0), *(float(trial.intermediate_values[s]) for s in steps)]
+        return curve_of(trial, epoch0=epoch0)
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        if trial._trial_id in _CANCELLED:
+        if trial._trial_id in CANCELLED:
             return True
         values = self.curve_of(study, trial)
         if len(values) == 1:

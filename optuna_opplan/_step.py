@@ -5,11 +5,11 @@ from typing import Any
 import optuna
 
 from optuna_opplan._graph import TransitionGraph
-from optuna_opplan._progress import KEY_ATTEMPT
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_KNEE
-from optuna_opplan._progress import KEY_SOURCE_TRIAL
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_ATTEMPT
+from optuna_opplan._protocol import KEY_EPOCH0
+from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_SOURCE_TRIAL
+from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan._state import State
 from optuna_opplan._transition import Transition
 

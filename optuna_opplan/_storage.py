@@ -6,6 +6,8 @@ import re
 import time
 from typing import Any
 
+import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage
 from optuna.storages import JournalStorage
 from optuna.storages import RDBStorage
@@ -16,6 +18,21 @@ from sqlalchemy import event
 
 _HARDENED = "_opplan_begin_immediate"
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+_logger = optuna.logging.get_logger("optuna.opplan")
+
+# A worker that meets a storage error (a restarted database server, a dropped connection)
+# waits and scans again, up to STORAGE_RETRIES times in a row with doubling pauses from
+# STORAGE_BACKOFF to MAX_STORAGE_BACKOFF seconds (about 45 s in all), then gives up with a
+# StorageUnavailableError. A transition interrupted by the error fails and is retried.
+STORAGE_RETRIES = 8
+STORAGE_BACKOFF = 0.5
+MAX_STORAGE_BACKOFF = 10.0
+STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+class StorageUnavailableError(RuntimeError):
+    """The study's storage kept failing (a database down longer than the worker waits)."""
 
 
 def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
@@ -146,3 +163,37 @@ def redact(text: str) -> str:
         'cannot reach postgresql://alice:***@db:5432/optuna'
     """
     return _PASSWORD_IN_URL.sub(r"\g<head>***", text)
+
+
+def storage_pause(
+    storage: BaseStorage, exc: Exception, failures: int, unrecorded: str | None
+) -> None:
+    """Wait before the next scan after the ``failures``-th storage error in a row, or raise
+    :class:`StorageUnavailableError` after too many (naming ``unrecorded``, an outcome that
+    could not be written)."""
+    label = storage_label(storage)
+    # The root cause's first line (Optuna's StorageInternalError hides it behind a generic
+    # message; SQLAlchemy appends the statement and its parameters), password masked.
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = str(cause).strip().splitlines()
+    error = redact(f"{type(exc).__name__}: {lines[0] if lines else type(cause).__name__}")
+    if failures > STORAGE_RETRIES:
+        # Not chained: the driver's exception may quote connection details.
+        lost = (
+            f" The outcome of {unrecorded} could not be recorded: its trial stays RUNNING "
+            "until another worker's grace period ends, then it is retried."
+            if unrecorded
+            else ""
+        )
+        raise StorageUnavailableError(
+            f"The storage {label} failed {failures} times in a row; last error: {error}.{lost} "
+            "The study is consistent: start the worker again once the storage is back."
+        ) from None
+    pause = min(STORAGE_BACKOFF * 2 ** (failures - 1), MAX_STORAGE_BACKOFF)
+    _logger.warning(
+        f"Storage {label} failed ({error}); attempt {failures} of {STORAGE_RETRIES} to carry "
+        f"on in {pause:.1f}s."
+    )
+    time.sleep(pause * random.uniform(0.75, 1.25))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import optuna
@@ -7,12 +8,24 @@ from optuna.storages import BaseStorage
 from optuna.study import Study
 
 from optuna_opplan._graph import TransitionGraph
-from optuna_opplan._progress import KEY_CONFIG
+from optuna_opplan._plan import Plan
+from optuna_opplan._plan import compute_plan
+from optuna_opplan._progress import Progress
+from optuna_opplan._protocol import KEY_CONFIG
 from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._queue import TransitionQueue
 from optuna_opplan._sampler import LATER_DEFAULTS
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import storage_label
+
+
+class ConfigMismatchError(RuntimeError):
+    """The planning configuration of this process differs from the one stored in the study."""
+
+
+class PlanIncompleteError(RuntimeError):
+    """The plan was asked for before every transition finished."""
 
 
 def _storage(storage: str | BaseStorage) -> BaseStorage:
@@ -127,6 +140,93 @@ def create_planning_study(
             f"Study {study.study_name!r} minimises; a planning study must maximise its "
             "validation score."
         )
-    sampler.check_study(study, {"pruner": pruner.config()})
-    sampler.reconcile(study, sampler.progress(study), only=sampler.start_keys())
+    check_config(study, sampler, pruner)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress(), only=queue.start_keys())
     return study
+
+
+def planning_parts(study: Study) -> tuple[PlanningSampler, KneePointPruner]:
+    """The study's planning sampler and knee pruner; a clear error if it has others."""
+    sampler, pruner = study.sampler, study.pruner
+    if not isinstance(sampler, PlanningSampler):
+        raise ValueError(
+            "The study's sampler must be an optuna_opplan.PlanningSampler, but got "
+            f"{type(sampler).__name__}: create the study with sampler=PlanningSampler(graph)."
+        )
+    if not isinstance(pruner, KneePointPruner):
+        raise ValueError(
+            "The study's pruner must be an optuna_opplan.KneePointPruner, but got "
+            f"{type(pruner).__name__}: create the study with pruner=KneePointPruner(...)."
+        )
+    return sampler, pruner
+
+
+def check_config(study: Study, sampler: PlanningSampler, pruner: KneePointPruner) -> None:
+    """Store the planning configuration (sampler and pruner settings) in the study, or check
+    that it matches the stored one.
+
+    Raises:
+        ConfigMismatchError: when the study was set up with another graph or setting.
+    """
+    stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
+    mine = {**sampler.config(), "pruner": pruner.config()}
+    if stored is None:
+        study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, mine)
+        return
+    # A study stored before a setting existed has its default (and keeps its stored config).
+    stored = {**LATER_DEFAULTS, **stored}
+    if stored != mine:
+        raise ConfigMismatchError(_describe_mismatch(study.study_name, stored, mine))
+
+
+def get_plan(study: Study, *, partial: bool = False) -> Plan:
+    """The plan of a planning study: the DP over its finished transitions.
+
+    Args:
+        study: A planning study.
+        partial: Compute the best plan from the transitions finished so far instead of
+            raising while some are unfinished.
+
+    Raises:
+        PlanIncompleteError: if transitions are unfinished and ``partial`` is false.
+        GoalUnreachableError: if every path to the goal states went through failed edges.
+    """
+    sampler, _ = planning_parts(study)
+    progress = sampler.progress(study)
+    if not progress.is_complete and not partial:
+        counts = {k: v for k, v in progress.counts().items() if v}
+        raise PlanIncompleteError(
+            f"Study {study.study_name!r} has unfinished transitions ({counts}); run workers "
+            "until they finish, or pass partial=True for the best plan so far."
+        )
+    return compute_plan(sampler.graph, progress.results, score=sampler.score)
+
+
+def get_progress(study: Study) -> Progress:
+    """A snapshot of a planning study: status of each transition, resolved states."""
+    sampler, _ = planning_parts(study)
+    return sampler.progress(study)
+
+
+def _describe_mismatch(study_name: str, stored: dict[str, Any], mine: dict[str, Any]) -> str:
+    diffs = []
+    for key in sorted(set(stored) | set(mine) - {"graph", "fingerprint"}):
+        if key not in ("graph", "fingerprint") and stored.get(key) != mine.get(key):
+            diffs.append(f"{key}: study has {stored.get(key)!r}, this worker {mine.get(key)!r}")
+    theirs, ours = stored.get("graph", {}), mine["graph"]
+    for key in ("axes", "rule", "start", "goals"):
+        if theirs.get(key) != ours.get(key):
+            diffs.append(
+                f"graph {key}: study has {json.dumps(theirs.get(key))}, "
+                f"this worker {json.dumps(ours.get(key))}"
+            )
+    if not diffs and stored.get("fingerprint") != mine["fingerprint"]:
+        diffs.append(
+            f"graph fingerprint: study has {stored.get('fingerprint')}, "
+            f"this worker {mine['fingerprint']}"
+        )
+    return (
+        f"This worker's planning configuration differs from the one study {study_name!r} was "
+        "set up with, and mixing them would corrupt the plan: " + "; ".join(diffs) + "."
+    )

@@ -13,31 +13,32 @@ from typing import Any
 import uuid
 
 import optuna
-from optuna.exceptions import StorageInternalError
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
-from optuna.trial import TrialState
-import sqlalchemy.exc
 
 from optuna_opplan._heartbeat import Heartbeat
 from optuna_opplan._heartbeat import StalenessWatch
 from optuna_opplan._heartbeat import fail_abandoned
-from optuna_opplan._plan import Plan
-from optuna_opplan._plan import compute_plan
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_RETRY_DELAY
-from optuna_opplan._progress import KEY_TRANSITION
-from optuna_opplan._progress import KEY_WORKER
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
-from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_RETRY_DELAY
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_WORKER
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import Status
+from optuna_opplan._protocol import fail_trial
+from optuna_opplan._protocol import finish_trial
 from optuna_opplan._pruner import KneePointPruner
+from optuna_opplan._queue import TransitionQueue
 from optuna_opplan._result import TransitionResult
 from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._storage import STORAGE_ERRORS
 from optuna_opplan._storage import harden_storage
-from optuna_opplan._storage import redact
-from optuna_opplan._storage import storage_label
+from optuna_opplan._storage import storage_pause
+from optuna_opplan._study import check_config
+from optuna_opplan._study import planning_parts
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 
@@ -50,39 +51,6 @@ class TransitionFailed(Exception):
     Use it for failures that a retry would repeat: a loss that turned NaN, a diverged run.
     Any other exception counts as a transient failure and the transition is tried again.
     """
-
-
-class StorageUnavailableError(RuntimeError):
-    """The study's storage kept failing (a database down longer than the worker waits)."""
-
-
-# A worker that meets a storage error (a restarted database server, a dropped connection)
-# waits and scans again, up to STORAGE_RETRIES times in a row with doubling pauses from
-# STORAGE_BACKOFF to MAX_STORAGE_BACKOFF seconds (about 45 s in all), then gives up with a
-# StorageUnavailableError. A transition interrupted by the error fails and is retried.
-STORAGE_RETRIES = 8
-STORAGE_BACKOFF = 0.5
-MAX_STORAGE_BACKOFF = 10.0
-_STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError)
-
-
-class PlanIncompleteError(RuntimeError):
-    """The plan was asked for before every transition finished."""
-
-
-def _planning(study: Study) -> tuple[PlanningSampler, KneePointPruner]:
-    sampler, pruner = study.sampler, study.pruner
-    if not isinstance(sampler, PlanningSampler):
-        raise ValueError(
-            "The study's sampler must be an optuna_opplan.PlanningSampler, but got "
-            f"{type(sampler).__name__}: create the study with sampler=PlanningSampler(graph)."
-        )
-    if not isinstance(pruner, KneePointPruner):
-        raise ValueError(
-            "The study's pruner must be an optuna_opplan.KneePointPruner, but got "
-            f"{type(pruner).__name__}: create the study with pruner=KneePointPruner(...)."
-        )
-    return sampler, pruner
 
 
 def run_worker(
@@ -104,7 +72,9 @@ def run_worker(
     transitions it could take are still blocked by running ones, and returns once every
     transition is finished. A transition whose worker stops sending heartbeats for
     ``grace_period`` seconds (a killed process, a lost machine) is failed and tried again by
-    another worker; so is one whose objective raises (up to the sampler's ``max_retries``).
+    another worker, after a backoff (up to the sampler's ``max_deaths`` times); so is one whose
+    objective raises (up to its ``max_retries`` times), at once. A worker stays while any
+    transition can still be retried.
     A storage error (a database server restarting) makes the worker wait and scan again, with
     backoff, up to ``STORAGE_RETRIES`` times in a row; a transition it interrupted is retried.
 
@@ -132,7 +102,7 @@ def run_worker(
     Raises:
         StorageUnavailableError: if the storage kept failing through every retry.
     """
-    sampler, pruner = _planning(study)
+    sampler, pruner = planning_parts(study)
     for name, value in (
         ("heartbeat_interval", heartbeat_interval),
         ("poll_interval", poll_interval),
@@ -147,7 +117,7 @@ def run_worker(
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
     harden_storage(study._storage)
-    sampler.check_study(study, {"pruner": pruner.config()})
+    check_config(study, sampler, pruner)
     worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
     deadline = None if timeout is None else time.monotonic() + timeout
     if not study._storage.get_all_trials(study._study_id, deepcopy=False):
@@ -164,25 +134,25 @@ def run_worker(
             try:
                 if worker.settle():
                     done += 1
-                progress = sampler.progress(study)
+                progress = worker.queue.progress()
                 if progress.is_complete:
                     # A retry two workers enqueued at once may still wait: retire it, so a
                     # finished study holds no WAITING trial. An orphan (a duplicate whose
                     # retiring worker died midway) is watched until it can be failed.
-                    sampler.reconcile(study, progress)
+                    worker.queue.reconcile(progress)
                     if not progress.orphans:
                         _logger.info(f"Plan complete: {progress.counts()}.")
                         break
-                if worker.fail_stale(progress) or sampler.reconcile(
-                    study, progress, only=worker.to_enqueue(progress)
+                if worker.fail_stale(progress) or worker.queue.reconcile(
+                    progress, only=worker.to_enqueue(progress)
                 ):
                     storage_failures = 0
                     continue
                 outcome = worker.try_one(progress)
-            except _STORAGE_ERRORS as exc:
+            except STORAGE_ERRORS as exc:
                 storage_failures += 1
                 worker.storage_failed()
-                _storage_pause(study, exc, storage_failures, worker.unrecorded())
+                storage_pause(study._storage, exc, storage_failures, worker.unrecorded())
                 continue
             storage_failures = 0
             if outcome == "ran":
@@ -194,69 +164,10 @@ def run_worker(
                 wait = min(wait * 1.5, max_poll_interval)
     finally:
         if worker.pending is not None:  # leaving on a timeout or an error: one last try
-            with contextlib.suppress(*_STORAGE_ERRORS):
+            with contextlib.suppress(*STORAGE_ERRORS):
                 worker.settle()
         worker.abandon()
     return done
-
-
-def _storage_pause(study: Study, exc: Exception, failures: int, unrecorded: str | None) -> None:
-    """Wait before the next scan after a storage error, or give up after too many."""
-    label = storage_label(study._storage)
-    # The root cause's first line (Optuna's StorageInternalError hides it behind a generic
-    # message; SQLAlchemy appends the statement and its parameters), password masked.
-    cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    lines = str(cause).strip().splitlines()
-    error = redact(f"{type(exc).__name__}: {lines[0] if lines else type(cause).__name__}")
-    if failures > STORAGE_RETRIES:
-        # Not chained: the driver's exception may quote connection details.
-        lost = (
-            f" The outcome of {unrecorded} could not be recorded: its trial stays RUNNING "
-            "until another worker's grace period ends, then the transition is retried."
-            if unrecorded
-            else ""
-        )
-        raise StorageUnavailableError(
-            f"The storage {label} failed {failures} times in a row; last error: {error}.{lost} "
-            "The study is consistent: start the worker again once the storage is back."
-        ) from None
-    pause = min(STORAGE_BACKOFF * 2 ** (failures - 1), MAX_STORAGE_BACKOFF)
-    _logger.warning(
-        f"Storage {label} failed ({error}); attempt {failures} of {STORAGE_RETRIES} to carry "
-        f"on in {pause:.1f}s."
-    )
-    time.sleep(pause * random.uniform(0.75, 1.25))
-
-
-def get_plan(study: Study, *, partial: bool = False) -> Plan:
-    """The plan of a planning study: the DP over its finished transitions.
-
-    Args:
-        study: A planning study.
-        partial: Compute the best plan from the transitions finished so far instead of
-            raising while some are unfinished.
-
-    Raises:
-        PlanIncompleteError: if transitions are unfinished and ``partial`` is false.
-        GoalUnreachableError: if every path to the goal states went through failed edges.
-    """
-    sampler, _ = _planning(study)
-    progress = sampler.progress(study)
-    if not progress.is_complete and not partial:
-        counts = {k: v for k, v in progress.counts().items() if v}
-        raise PlanIncompleteError(
-            f"Study {study.study_name!r} has unfinished transitions ({counts}); run workers "
-            "until they finish, or pass partial=True for the best plan so far."
-        )
-    return compute_plan(sampler.graph, progress.results, score=sampler.score)
-
-
-def get_progress(study: Study) -> Progress:
-    """A snapshot of a planning study: status of each transition, resolved states."""
-    sampler, _ = _planning(study)
-    return sampler.progress(study)
 
 
 @dataclass
@@ -288,6 +199,7 @@ class _Worker:
         self.objective = objective
         self.sampler = sampler
         self.pruner = pruner
+        self.queue = TransitionQueue(study, sampler)
         self.heartbeat_interval = heartbeat_interval
         self.catch = catch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -299,7 +211,7 @@ class _Worker:
         # before doing it themselves (that worker may have died right after): a fleet that
         # all enqueued at once would mostly make duplicates to retire. A starting worker
         # takes the transitions out of the initial model, for a study nobody enqueued yet.
-        self._duty = sampler.start_keys()
+        self._duty = self.queue.start_keys()
         self.defer = grace / 2
         self._pending_since: dict[str, float] = {}
         # Retries after a death wait their delay from when this worker first saw them, on its
@@ -315,7 +227,7 @@ class _Worker:
 
     def to_enqueue(self, progress: Progress) -> list[str]:
         """The ready transitions without a trial that this worker should enqueue now."""
-        pending = [s.transition.key for s in progress.with_status("pending")]
+        pending = [s.transition.key for s in progress.with_status(Status.PENDING)]
         now = time.monotonic()
         self._pending_since = {k: self._pending_since.get(k, now) for k in pending}
         mine = [k for k in pending if k in self._duty]
@@ -325,7 +237,7 @@ class _Worker:
         ]
 
     def fail_stale(self, progress: Progress) -> bool:
-        runs = [s.running for s in progress.with_status("running") if s.running is not None]
+        runs = [s.running for s in progress.with_status(Status.RUNNING) if s.running is not None]
         failed = False
         for trial, silent_for in self._watch.stale(runs + progress.orphans):
             if not fail_abandoned(self.study._storage, trial, self.name, silent_for):
@@ -346,18 +258,17 @@ class _Worker:
         return failed
 
     def backing_off(self, progress: Progress) -> set[str]:
-        """The ready transitions whose retry after a death still waits (on this clock)."""
+        """The ready transitions whose retry after a death still waits, on this clock."""
         now = time.monotonic()
-        ready = [s for s in progress.with_status("ready") if s.waiting is not None]
-        ids = {s.waiting._trial_id for s in ready if s.waiting is not None}
-        self._waiting_since = {k: v for k, v in self._waiting_since.items() if k in ids}
+        ready = {s.waiting._trial_id: s for s in progress.with_status(Status.READY) if s.waiting}
+        self._waiting_since = {k: v for k, v in self._waiting_since.items() if k in ready}
         waiting = set()
-        for status in ready:
+        for trial_id, status in ready.items():
             assert status.waiting is not None
             delay = status.waiting.system_attrs.get(KEY_RETRY_DELAY)
-            if not isinstance(delay, (int, float)) or delay <= 0:
+            if not isinstance(delay, (int, float)) or not delay > 0:
                 continue
-            since = self._waiting_since.setdefault(status.waiting._trial_id, now)
+            since = self._waiting_since.setdefault(trial_id, now)
             if now - since < delay:
                 waiting.add(status.transition.key)
         return waiting
@@ -366,13 +277,13 @@ class _Worker:
         """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
         lost = False
         backing_off = self.backing_off(progress)
-        for status in progress.with_status("ready"):
+        for status in progress.with_status(Status.READY):
             if status.transition.key in backing_off:
                 continue
             try:
                 # Losing a claim says nothing about other transitions: try the next one. The
                 # same transition is never retried from this snapshot (that needs a rescan).
-                trial_id = self.sampler.claim(self.study, status, progress)
+                trial_id = self.queue.claim(status, progress)
                 if trial_id is None:
                     lost = True
                     continue
@@ -395,22 +306,22 @@ class _Worker:
             pending.record = self._run(status, trial_id)
         except BaseException as exc:
             pending.record = functools.partial(
-                self._finish_failed, trial_id, "error", f"{type(exc).__name__}: {exc}"
+                self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
             )
             try:
                 self.settle(pending)
-            except _STORAGE_ERRORS:
-                if isinstance(exc, _STORAGE_ERRORS):
+            except STORAGE_ERRORS:
+                if isinstance(exc, STORAGE_ERRORS):
                     raise  # an outage: run_worker waits and records the failure afterwards
             raise
         self.settle(pending)
 
     def _run(self, status: TransitionStatus, trial_id: int) -> Callable[[], None]:
         """Run the objective on a claimed trial; return what records its outcome."""
-        trial = self.sampler.open_trial(self.study, trial_id)
+        trial = self.queue.open_trial(trial_id)
         _logger.info(
             f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
-            f"(attempt {status.failures + status.deaths + 1})."
+            f"(attempt {status.attempts + 1})."
         )
         try:
             self.objective(trial)
@@ -418,7 +329,7 @@ class _Worker:
             pass
         except TransitionFailed as exc:
             return functools.partial(
-                self._finish_failed, trial_id, "failed", f"{type(exc).__name__}: {exc}"
+                self._finish_failed, trial_id, OutcomeKind.FAILED, f"{type(exc).__name__}: {exc}"
             )
         except self.catch as exc:
             _logger.warning(
@@ -427,7 +338,7 @@ class _Worker:
                 exc_info=True,
             )
             return functools.partial(
-                self._finish_failed, trial_id, "error", f"{type(exc).__name__}: {exc}"
+                self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
             )
         return functools.partial(self._finish, trial, status)
 
@@ -445,7 +356,7 @@ class _Worker:
         self.pending = None
         try:
             pending.record()
-        except _STORAGE_ERRORS:
+        except STORAGE_ERRORS:
             if not pending.held:
                 _logger.warning(
                     f"The outcome of {pending.describe()} could not be recorded (storage "
@@ -457,7 +368,7 @@ class _Worker:
         finally:
             if self.pending is not pending:
                 pending.heartbeat.stop()
-                _CANCELLED.discard(pending.trial_id)
+                CANCELLED.discard(pending.trial_id)
         if pending.held:
             _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
         self.finished(pending.key)
@@ -471,7 +382,7 @@ class _Worker:
         """Stop the heartbeat of an outcome that will never be recorded (the worker exits)."""
         if self.pending is not None:
             self.pending.heartbeat.stop()
-            _CANCELLED.discard(self.pending.trial_id)
+            CANCELLED.discard(self.pending.trial_id)
             self.pending = None
 
     def storage_failed(self) -> None:
@@ -480,7 +391,7 @@ class _Worker:
         self._watch.forget()
 
     def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> None:
-        if trial._trial_id in _CANCELLED:
+        if trial._trial_id in CANCELLED:
             _logger.warning(
                 f"Trial {trial.number} was failed by another worker while it trained; its "
                 "result is discarded (the transition is being retried)."
@@ -490,19 +401,25 @@ class _Worker:
         values = self.pruner.curve_of(self.study, frozen)
         n = len(values) - 1
         if n == 0:
-            self._finish_failed(trial._trial_id, "error", "the objective reported no epoch")
+            self._finish_failed(
+                trial._trial_id, OutcomeKind.ERROR, "the objective reported no epoch"
+            )
             return
         bad = [e for e, v in enumerate(values) if not math.isfinite(v)]
         if bad:
             self._finish_failed(
-                trial._trial_id, "failed", f"non-finite validation score at epoch {bad[0]}"
+                trial._trial_id,
+                OutcomeKind.FAILED,
+                f"non-finite validation score at epoch {bad[0]}",
             )
             return
         decision = self.pruner.decide(values)
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
             self._finish_failed(
-                trial._trial_id, "failed", f"no usable curve fit after {n} epochs: {reason}"
+                trial._trial_id,
+                OutcomeKind.FAILED,
+                f"no usable curve fit after {n} epochs: {reason}",
             )
             return
         # The pruner's last decision on this same curve: decide() is a pure function of it.
@@ -516,26 +433,19 @@ class _Worker:
             knee_epoch=decision.fit.epoch,
             reason=decision.reason,
         )
-        storage = self.study._storage
-        try:
-            storage.set_trial_system_attr(trial._trial_id, KEY_RESULT, result.to_dict())
-            storage.set_trial_system_attr(trial._trial_id, KEY_OUTCOME, {"status": "ok"})
-            self.study.tell(trial, result.edge_score(self.sampler.score))
-        except (UpdateFinishedTrialError, ValueError) as exc:
-            _logger.warning(f"Trial {trial.number} could not be completed ({exc}); discarded.")
+        value = result.edge_score(self.sampler.score)
+        if not finish_trial(self.study, trial, value, attrs={KEY_RESULT: result.to_dict()}):
+            _logger.warning(
+                f"Trial {trial.number} was failed by another worker before its result was "
+                "recorded; discarded (the transition is being retried)."
+            )
             return
         _logger.info(
             f"Trial {trial.number} done: {status.transition.key}, score {result.score:.4f} "
             f"(observed {result.observed:.4f}), keep epoch {keep} of {n} ({decision.reason})."
         )
 
-    def _finish_failed(self, trial_id: int, kind: str, reason: str) -> None:
-        storage = self.study._storage
-        try:
-            storage.set_trial_system_attr(
-                trial_id, KEY_OUTCOME, {"status": kind, "reason": reason}
-            )
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
+    def _finish_failed(self, trial_id: int, kind: OutcomeKind, reason: str) -> None:
+        if not fail_trial(self.study._storage, trial_id, kind, reason):
             return
         _logger.warning(f"Trial id {trial_id} failed ({kind}): {reason}")

@@ -20,15 +20,18 @@ from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import GoalUnreachableError
-from optuna_opplan._progress import KEY_KNEE
 from optuna_opplan._progress import Progress
+from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_WORKER
+from optuna_opplan._protocol import Status
+from optuna_opplan._protocol import epochs_of
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import redact
 from optuna_opplan._storage import storage_label
+from optuna_opplan._study import PlanIncompleteError
+from optuna_opplan._study import get_plan
+from optuna_opplan._study import get_progress
 from optuna_opplan._study import load_planning_study
-from optuna_opplan._worker import PlanIncompleteError
-from optuna_opplan._worker import get_plan
-from optuna_opplan._worker import get_progress
 from optuna_opplan._worker import run_worker
 
 
@@ -92,15 +95,15 @@ def status_report(study: optuna.Study, progress: Progress) -> dict[str, Any]:
     """The content of ``opplan status``: counts, running trials, states, what is left."""
     graph = progress.graph
     running = []
-    for s in progress.with_status("running"):
+    for s in progress.with_status(Status.RUNNING):
         assert s.running is not None
         knee = s.running.system_attrs.get(KEY_KNEE) or {}
         running.append(
             {
                 "trial": s.running.number,
                 "transition": s.transition.key,
-                "epoch": len(s.running.intermediate_values) or knee.get("epoch", 0),
-                "worker": s.running.system_attrs.get("opplan:worker", "?"),
+                "epoch": epochs_of(s.running) or knee.get("epoch", 0),
+                "worker": s.running.system_attrs.get(KEY_WORKER, "?"),
             }
         )
     states = []
@@ -164,13 +167,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _video() -> Any:
     # The video runtime needs torch and decord: imported only by the commands that train.
+    # Public names of the video runtime's modules; the modules themselves are private.
     import optuna_opplan.video as video
-    from optuna_opplan.video import _compare
-    from optuna_opplan.video import _config
-    from optuna_opplan.video import _grid
-    from optuna_opplan.video import _setup
+    import optuna_opplan.video._compare as compare_mod
+    import optuna_opplan.video._config as config_mod
+    import optuna_opplan.video._grid as grid_mod
+    import optuna_opplan.video._setup as setup_mod
 
-    return video, _config, _setup, _grid, _compare
+    return video, config_mod, setup_mod, grid_mod, compare_mod
 
 
 def _config_of(args: argparse.Namespace, study: optuna.Study | None = None) -> Any:
@@ -193,22 +197,10 @@ def _init(args: argparse.Namespace) -> int:
         raise CLIError("--storage is required (or set OPTUNA_STORAGE).")
     _, config_mod, setup, _, _ = _video()
     config = config_mod.PlanConfig.from_file(args.config)
-    sampler, pruner = setup.build_planning(config)
-    storage = create_storage(args.storage)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=args.study_name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
+    study = setup.create_video_study(
+        config, storage=create_storage(args.storage), study_name=args.study_name
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise CLIError(f"Study {args.study_name!r} must maximize (it scores accuracy).")
-    setup.attach_config(study, config)
-    sampler.check_study(study, {"pruner": pruner.config()})
-    sampler.reconcile(study, sampler.progress(study), only=sampler.start_keys())
-    graph = sampler.graph
+    graph = study.sampler.graph
     print(f"storage: {storage_label(args.storage)}")
     print(f"study: {study.study_name}")
     print(f"graph: {graph} (critical path {len(graph.critical_path())} transitions)")
@@ -255,7 +247,9 @@ def _compare_cmd(args: argparse.Namespace) -> int:
         raise CLIError(f"Study {args.study_name!r} has no grid study: run `opplan grid` first.")
     splits = setup.build_splits(config)
     result = compare_mod.compare(study, grid, config, splits)
-    out_dir = args.out or os.path.join(setup.artifact_path(config), "compare")
+    artifacts = setup.artifact_path(config)
+    local = config.base_dir if artifacts.startswith("s3://") else artifacts
+    out_dir = args.out or os.path.join(local, "compare")
     paths = compare_mod.comparison_figures(result, out_dir)
     compare_mod.publish_comparison(grid, result)
     if args.json:

@@ -39,14 +39,15 @@ from optuna_opplan._knee import fit_knee
 from optuna_opplan._plan import GoalUnreachableError
 from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_KNEE
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_SOURCE_TRIAL
-from optuna_opplan._progress import KEY_TRANSITION
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
+from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_SOURCE_TRIAL
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import curve_of
 from optuna_opplan._result import TransitionResult
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._state import State
@@ -578,9 +579,7 @@ def _read_curve(trial: FrozenTrial) -> _Curve:
             f"Trial {trial.number} is not a planning transition: it has no "
             f"{KEY_TRANSITION!r} system attribute."
         )
-    epoch0 = float(trial.system_attrs.get(KEY_EPOCH0) or 0.0)
-    steps = sorted(s for s in trial.intermediate_values if s >= 1)
-    values = [epoch0, *(float(trial.intermediate_values[s]) for s in steps)]
+    values = curve_of(trial)
     record = trial.system_attrs.get(KEY_KNEE)
     record = record if isinstance(record, dict) else {}
     raw = trial.system_attrs.get(KEY_RESULT)
@@ -1031,7 +1030,7 @@ def _noted_trials(study: Study) -> list[FrozenTrial]:
         if KEY_TRANSITION not in trial.system_attrs or not trial.state.is_finished():
             continue
         outcome = trial.system_attrs.get(KEY_OUTCOME)
-        if isinstance(outcome, dict) and outcome.get("status") == "superseded":
+        if isinstance(outcome, dict) and outcome.get("status") == OutcomeKind.SUPERSEDED:
             continue  # never ran: retired duplicates or trials popped by study.ask()
         trials.append(trial)
     return trials

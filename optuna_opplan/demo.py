@@ -17,10 +17,11 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_opplan._graph import TransitionGraph
+from optuna_opplan._protocol import epochs_of
 from optuna_opplan._pruner import KneePointPruner
 from optuna_opplan._storage import create_storage
 from optuna_opplan._study import create_planning_study
-from optuna_opplan._worker import get_plan
+from optuna_opplan._study import get_plan
 from optuna_opplan._worker import run_worker
 
 DEMO_CONFIG = """\
@@ -97,9 +98,7 @@ def _simulated(url: str, seed: int) -> int:
     _say(f"study: {name}")
     started = time.monotonic()
     run_worker(study, SimulatedObjective(seed=seed), poll_interval=0.05)
-    epochs = sum(
-        len(t.intermediate_values) for t in study.get_trials(states=(TrialState.COMPLETE,))
-    )
+    epochs = sum(epochs_of(t) for t in study.get_trials(states=(TrialState.COMPLETE,)))
     _say(
         f"planned {len(graph.transitions)} transitions ({epochs} simulated epochs) in "
         f"{time.monotonic() - started:.1f}s:"
@@ -131,9 +130,9 @@ def run_end_to_end(
 ) -> dict[str, Any]:
     """Generate data, plan, train the grid baseline and compare; returns the comparison
     (``opplan compare --json``'s content) plus wall times."""
-    from optuna_opplan.video import _compare
-    from optuna_opplan.video import _grid
-    from optuna_opplan.video import _setup
+    import optuna_opplan.video._compare as _compare
+    import optuna_opplan.video._grid as _grid
+    import optuna_opplan.video._setup as _setup
 
     started = time.monotonic()
     cache = config.path(config.section("dataset")["cache_dir"])
@@ -143,20 +142,12 @@ def run_end_to_end(
         f"      {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test "
         f"videos, {len(splits.train.classes)} classes ({time.monotonic() - started:.0f}s)"
     )
-    sampler, pruner = _setup.build_planning(config)
-    study = optuna.create_study(
-        storage=create_storage(url),
-        study_name=name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-    )
-    _setup.attach_config(study, config)
+    study = _setup.create_video_study(config, storage=create_storage(url), study_name=name)
     grid = _grid.create_grid_study(study, config)
     say(f"storage: {url}")
     say(f"study: {name}")
     say(f"grid study: {grid.study_name}")
-    graph = sampler.graph
+    graph = _setup.build_graph(config)
     say(
         f"[2/5] planning: {len(graph.transitions)} transitions on the {graph.rule_name} graph "
         f"(critical path {len(graph.critical_path())}); a line per epoch:"

@@ -1,9 +1,10 @@
-"""Test helpers shared by the test suite and the benchmarks: a throw-away PostgreSQL server.
+"""Test helpers shared by the test suite and the benchmarks: throw-away local servers.
 
 :class:`PostgresServer` runs ``initdb``/``pg_ctl`` in a temporary directory, listening on
 127.0.0.1 only (as the ``postgres`` user when run as root, since PostgreSQL refuses root). The
 fault tests restart it mid-run with :meth:`PostgresServer.restart`; ``benchmarks/soak.py`` and
-``benchmarks/grid_duplicates.py`` start their own. No torch import here.
+``benchmarks/grid_duplicates.py`` start their own. :class:`S3Server` runs an S3-compatible
+server (moto's) in a child process on 127.0.0.1. No torch import here.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from typing import Any
 import uuid
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "find_postgres_bin"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "S3Server", "find_postgres_bin"]
 
 INSTALL_HINT = "apt-get install -y postgresql"
 
@@ -183,3 +186,84 @@ class PostgresServer:
             raise PostgresUnavailable(
                 f"`{tool} {' '.join(args)}` exited with {result.returncode}:\n{result.stdout}"
             )
+
+
+class S3Server:
+    """A throw-away S3-compatible server (moto's, from PyPI) on 127.0.0.1, in a child process.
+
+    Any S3 client talks to it through :attr:`endpoint_url` with any credentials; its objects
+    live in memory and vanish with :meth:`stop`. Use as a context manager.
+
+    Example:
+        >>> with S3Server() as server:
+        ...     client = server.client()
+        ...     _ = client.create_bucket(Bucket="checkpoints")
+        ...     [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+        ['checkpoints']
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: str = ""
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> S3Server:
+        for _ in range(3):  # the free port may be taken before the server binds it
+            self.port = _free_port()
+            fd, self._log = tempfile.mkstemp(prefix="opplan-s3-", suffix=".log")
+            with os.fdopen(fd, "wb") as log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._process.poll() is None:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1.0),
+                ):
+                    return self
+                time.sleep(0.1)
+            self.stop()
+        raise RuntimeError(
+            "The S3-compatible test server (`python -m moto.server`) did not start: install "
+            "the test dependencies (`pip install 'moto[server]'`, done by `make test`)."
+        )
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._log:
+            with contextlib.suppress(OSError):
+                os.remove(self._log)
+            self._log = ""
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this server (dummy credentials, region us-east-1)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
 
 WORKER = str(Path(__file__).with_name("_worker_main.py"))

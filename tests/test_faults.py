@@ -51,10 +51,10 @@ from test_concurrency import _study
 from test_concurrency import undisturbed_plan
 
 import optuna_opplan as op
-from optuna_opplan import _worker as worker_module
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan import _storage as storage_module
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
 from optuna_opplan.testing import PostgresServer
 
@@ -554,8 +554,8 @@ def test_storage_errors_are_retried_a_bounded_number_of_times(
 ) -> None:
     # The test server trusts every client: a password in the URL is accepted and ignored.
     url = postgres_database_url.replace("postgres@", "postgres:secret@")
-    monkeypatch.setattr(worker_module, "STORAGE_RETRIES", 3)
-    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.01)
+    monkeypatch.setattr(storage_module, "STORAGE_RETRIES", 3)
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.01)
     study = _study(url, create=True)
     sampler = study.sampler
     scan = sampler.progress

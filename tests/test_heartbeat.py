@@ -11,9 +11,9 @@ from optuna_opplan import _heartbeat
 from optuna_opplan._heartbeat import Heartbeat
 from optuna_opplan._heartbeat import StalenessWatch
 from optuna_opplan._heartbeat import fail_abandoned
-from optuna_opplan._progress import KEY_HEARTBEAT
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._pruner import _CANCELLED
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_HEARTBEAT
+from optuna_opplan._protocol import KEY_STALE
 
 
 def _running(study: optuna.Study, beat: int | None = None) -> optuna.trial.FrozenTrial:
@@ -96,8 +96,8 @@ def test_a_trial_failed_by_another_worker_is_cancelled() -> None:
     beat.start()
     beat.join(timeout=10)
     assert not beat.is_alive()
-    assert trial._trial_id in _CANCELLED
-    _CANCELLED.discard(trial._trial_id)
+    assert trial._trial_id in CANCELLED
+    CANCELLED.discard(trial._trial_id)
     # Failing it twice (two observers) is a no-op for the second.
     assert not fail_abandoned(study._storage, frozen, "another observer")
 

@@ -14,11 +14,11 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan._progress import KEY_TRANSITION
-from optuna_opplan._progress import KEY_WORKER
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_STALE
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_WORKER
 
 GRAPH = op.TransitionGraph.basic(
     clip_lengths=(8, 16), learning_rates=(0.1, 0.01), samplings=("u",)

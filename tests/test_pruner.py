@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_EPOCH0
-from optuna_opplan._progress import KEY_KNEE
+from optuna_opplan._protocol import KEY_EPOCH0
+from optuna_opplan._protocol import KEY_KNEE
 
 
 def _rise_and_fall(t: int) -> float:

@@ -8,8 +8,9 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._queue import TransitionQueue
 from optuna_opplan.simulation import SimulatedObjective
 
 SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
@@ -55,8 +56,7 @@ def _superseded(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         ({"max_deaths": 2.5}, "but got max_deaths=2.5"),
         (
             {"death_backoff": -1},
-            "`death_backoff` must be a non-negative number of seconds, but got "
-            "death_backoff=-1",
+            "`death_backoff` must be a non-negative number of seconds, but got death_backoff=-1",
         ),
         ({"death_backoff": float("inf")}, "but got death_backoff=inf"),
         ({"death_backoff": "30s"}, "but got death_backoff='30s'"),
@@ -101,7 +101,7 @@ def test_workers_on_a_bare_study_enqueue_only_ready_transitions() -> None:
     empty = sampler.progress(study)
     ready = [t for t in graph.transitions if t.source is None]
     for _ in range(2):
-        assert sampler.reconcile(study, empty)
+        assert TransitionQueue(study, sampler).reconcile(empty)
     assert Counter(t.system_attrs[KEY_TRANSITION] for t in study.trials) == Counter(
         2 * [t.key for t in ready]
     )

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 import pytest
 
 import optuna_opplan as op
-from optuna_opplan._progress import KEY_CONFIG
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_CONFIG
+from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
 
 SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}

@@ -20,9 +20,9 @@ from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._schedule import Stage
 from optuna_opplan.video._trainer import KEY_COMPUTE
+from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
-from optuna_opplan.video._trainer import _Runner
 from optuna_opplan.video._trainer import train_schedule
 from optuna_opplan.video.synthetic import generate
 
@@ -131,6 +131,25 @@ def test_checkpoint_round_trip_and_tampering(tmp_path) -> None:
         store.load(study, other.number)
 
 
+def test_a_checkpoint_altered_past_its_first_mebibyte_is_rejected(tmp_path) -> None:
+    # The hash covers the whole file, not a prefix: change one weight 1.5 MiB in, keeping
+    # the size, and the file must be refused (torch.load alone would load it silently).
+    store = CheckpointStore(tmp_path / "artifacts")
+    study = optuna.create_study()
+    trial = study.ask()
+    state = {"w": torch.zeros(3 * 2**18)}  # 3 MiB of float32 zeros
+    record = store.save(trial, state, epoch=1)
+    path = Path(tmp_path / "artifacts" / record["artifact_id"])
+    blob = bytearray(path.read_bytes())
+    assert len(blob) > 2 * 2**20
+    offset = 3 * 2**19  # 1.5 MiB: inside the tensor's data
+    assert blob[offset] == 0
+    blob[offset] = 0x3F
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        store.load(study, trial.number)
+
+
 def test_weights_only_loading_refuses_pickled_code(tmp_path) -> None:
     store = CheckpointStore(tmp_path / "artifacts")
     study = optuna.create_study()
@@ -179,13 +198,13 @@ def test_a_nan_loss_fails_the_edge_without_retry(splits, tmp_path, monkeypatch) 
     [(8, None, 64, (8, 1)), (8, 256, 16, (8, 1)), (8, 256, 64, (4, 2)), (8, 100, 64, (1, 8))],
 )
 def test_gradient_accumulation_keeps_the_effective_batch(batch, budget, clip, expected) -> None:
-    runner = _Runner(_config(batch_size=batch, max_frames_per_step=budget), num_classes=2)
+    runner = Runner(_config(batch_size=batch, max_frames_per_step=budget), num_classes=2)
     assert runner.micro_batch(clip) == expected
 
 
 def test_long_clips_freeze_batchnorm(splits) -> None:
     train, _, _ = splits
-    runner = _Runner(_config(freeze_bn_from_clip=8), num_classes=2)
+    runner = Runner(_config(freeze_bn_from_clip=8), num_classes=2)
     model = runner.build_model()
     optimizer = runner.optimizer(model, 0.01)
     runner.train_epoch(model, optimizer, train.with_clip(clip_length=8), seed=0, epoch=1)

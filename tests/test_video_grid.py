@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
-from optuna_opplan._progress import KEY_STALE
-from optuna_opplan.video._grid import KEY_GRID_ATTEMPT
+from optuna_opplan._protocol import KEY_ATTEMPT
+from optuna_opplan._protocol import KEY_STALE
 from optuna_opplan.video._grid import clip_schedules
 from optuna_opplan.video._grid import run_grid_worker
 
@@ -98,7 +98,7 @@ def test_a_failing_schedule_is_retried_a_bounded_number_of_times(
     else:
         # The first attempt and two retries fail: the point is given up, the others done.
         assert [t.state for t in attempts] == [TrialState.FAIL] * 3
-        assert [t.system_attrs[KEY_GRID_ATTEMPT] for t in attempts[1:]] == [2, 3]
+        assert [t.system_attrs[KEY_ATTEMPT] for t in attempts[1:]] == [2, 3]
         assert _complete(study) == ALL - Counter({"16/step": 1})
     assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
 

@@ -14,10 +14,14 @@ import pytest
 
 import optuna_opplan as op
 from optuna_opplan import _heartbeat as heartbeat_module
+from optuna_opplan import _storage as storage_module
 from optuna_opplan import _worker as worker_module
-from optuna_opplan._progress import KEY_OUTCOME
-from optuna_opplan._progress import KEY_RESULT
-from optuna_opplan._progress import KEY_TRANSITION
+from optuna_opplan._protocol import KEY_OUTCOME
+from optuna_opplan._protocol import KEY_RESULT
+from optuna_opplan._protocol import KEY_RETRY_DELAY
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._queue import TransitionQueue
+from optuna_opplan._study import check_config
 from optuna_opplan.simulation import SimulatedObjective
 
 SMALL = {"clip_lengths": (8, 16), "learning_rates": (0.1, 0.01), "samplings": ("uniform",)}
@@ -204,13 +208,13 @@ def test_an_abandoned_trial_is_failed_and_retried() -> None:
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    sampler.check_study(study, {"pruner": study.pruner.config()})  # type: ignore[attr-defined]
-    progress = sampler.progress(study)
-    sampler.reconcile(study, progress)
-    progress = sampler.progress(study)
+    check_config(study, sampler, study.pruner)  # type: ignore[arg-type]
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
     first = progress.with_status("ready")[0]
     # A worker claims the transition and dies before its first heartbeat.
-    claimed = sampler.claim(study, first, progress)
+    claimed = queue.claim(first, progress)
     assert claimed is not None
     op.run_worker(study, SimulatedObjective(seed=2), **_fast())
     stale = study._storage.get_trial(claimed)
@@ -433,7 +437,7 @@ def _outage_run(
 def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
     fail: bool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.05)
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.05)
     graph = op.TransitionGraph.basic(**SMALL)
     victim = graph.transitions[1].key
     storage = FlakyStorage()
@@ -465,8 +469,8 @@ def test_an_outcome_held_back_by_a_storage_outage_is_recorded_afterwards(
 def test_a_worker_giving_up_on_the_storage_names_the_outcome_it_could_not_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "STORAGE_RETRIES", 2)
-    monkeypatch.setattr(worker_module, "STORAGE_BACKOFF", 0.01)
+    monkeypatch.setattr(storage_module, "STORAGE_RETRIES", 2)
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.01)
     graph = op.TransitionGraph.basic(**SMALL)
     victim = graph.transitions[0].key
     with pytest.raises(op.StorageUnavailableError) as info:
@@ -483,9 +487,10 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     graph = op.TransitionGraph.basic(**SMALL)
     study = _study(graph)
     sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
-    sampler.reconcile(study, sampler.progress(study))
-    progress = sampler.progress(study)
-    claimed = sampler.claim(study, progress.with_status("ready")[0], progress)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
+    claimed = queue.claim(progress.with_status("ready")[0], progress)
     assert claimed is not None
     now = [0.0]
     monkeypatch.setattr(heartbeat_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
@@ -518,9 +523,10 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     # Another worker finished the first start transition: what it made ready is its to
     # enqueue; this one waits `defer` (half the grace period) before taking over.
     first = graph.transitions[0]
-    sampler.reconcile(study, sampler.progress(study))
-    progress = sampler.progress(study)
-    claimed = sampler.claim(study, progress.statuses[first.key], progress)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    progress = queue.progress()
+    claimed = queue.claim(progress.statuses[first.key], progress)
     assert claimed is not None
     study._storage.set_trial_system_attr(
         claimed,
@@ -564,3 +570,100 @@ def test_a_duplicate_left_running_by_a_dead_retirer_is_failed_before_workers_lea
     assert "it was a duplicate left RUNNING, not the transition's run" in capfd.readouterr().err
     assert study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)) == []
     assert _complete_per_transition(study) == Counter(t.key for t in graph.transitions)
+
+
+def test_a_retry_after_a_death_waits_its_backoff_on_each_workers_own_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    study = _study(graph, death_backoff=2.0)
+    sampler: op.PlanningSampler = study.sampler  # type: ignore[assignment]
+    check_config(study, sampler, study.pruner)  # type: ignore[arg-type]
+    now = [0.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0])
+    monkeypatch.setattr(heartbeat_module, "time", clock)
+    monkeypatch.setattr(worker_module, "time", clock)
+    queue = TransitionQueue(study, sampler)
+    queue.reconcile(queue.progress())
+    # Both transitions out of the initial model are claimed by workers that die at once.
+    progress = queue.progress()
+    starts = progress.with_status("ready")
+    assert len(starts) == 2
+    for status in starts:
+        trial_id = queue.claim(status, progress)
+        assert trial_id is not None
+        study._storage.set_trial_system_attr(trial_id, "opplan:worker", "gpu7:4242:a1b2c3")
+    observer = _engine_worker(study, grace=1.0)
+    observer.to_enqueue(queue.progress())  # its start-up duty, spent
+
+    def scan(t: float) -> op.Progress:
+        now[0] = t
+        return queue.progress()
+
+    assert not observer.fail_stale(scan(0.0))
+    assert observer.fail_stale(scan(1.0)), "silent for a grace period: dead"
+    dead = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert [t.system_attrs[KEY_OUTCOME]["status"] for t in dead] == ["died", "died"]
+    assert (
+        dead[0]
+        .system_attrs[KEY_OUTCOME]["reason"]
+        .startswith("its worker gpu7:4242:a1b2c3 stopped sending heartbeats")
+    )
+    # The worker that judged them enqueues their retries, each carrying its backoff.
+    progress = scan(1.1)
+    assert observer.queue.reconcile(progress, only=observer.to_enqueue(progress))
+    retries = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [
+        (t.system_attrs["opplan:attempt"], t.system_attrs[KEY_RETRY_DELAY]) for t in retries
+    ] == [
+        (2, 2.0),
+        (2, 2.0),
+    ]
+    # Nothing else is ready, and the retries wait 2 s from when this worker first saw them.
+    assert observer.try_one(scan(1.2)) == "idle"
+    assert observer.try_one(scan(3.1)) == "idle"
+    # A worker started meanwhile counts from its own first look.
+    late = _engine_worker(study, grace=1.0)
+    keys = {s.transition.key for s in starts}
+    assert late.backing_off(scan(2.5)) == keys
+    assert observer.try_one(scan(3.3)) == "ran"
+    assert len(late.backing_off(scan(4.4))) == 1, "the other retry still waits for it"
+    assert late.backing_off(scan(4.6)) == set()
+    status = queue.progress().statuses[starts[0].transition.key]
+    assert (status.status, status.deaths, status.failures) == ("done", 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "delay"),
+    [
+        ([], 0.0),
+        (["died"], 0.5),
+        (["died", "died"], 1.0),
+        (["died"] * 3, 2.0),
+        (["died"] * 4, 4.0),
+        (["died"] * 9, 4.0),  # capped at 8x
+        (["died", "error"], 0.0),  # the last attempt raised: retried at once
+        (["error", "died"], 0.5),
+    ],
+)
+def test_the_backoff_doubles_with_each_death_up_to_eight_times(
+    outcomes: list[str], delay: float
+) -> None:
+    graph = op.TransitionGraph.basic(**SMALL)
+    sampler = op.PlanningSampler(graph, death_backoff=0.5)
+    key = graph.transitions[0].key
+    trials = [
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            system_attrs={
+                KEY_TRANSITION: key,
+                "opplan:worker": "w",
+                KEY_OUTCOME: {"status": kind, "reason": kind},
+            },
+        )
+        for kind in outcomes
+    ]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    status = op.Progress(graph, trials).statuses[key]
+    assert sampler.retry_delay(status) == delay

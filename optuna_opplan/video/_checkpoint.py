@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 import tempfile
 from typing import Any
+from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -13,7 +14,7 @@ from optuna.artifacts import upload_artifact
 from optuna.study import Study
 import torch
 
-KEY_CHECKPOINT = "opplan:checkpoint"
+from optuna_opplan._protocol import KEY_CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
@@ -29,6 +30,75 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+class _PrefixedStore:
+    """An artifact store whose artifact ids live under a key prefix of another store."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        reader: BinaryIO = self.store.open_reader(self.prefix + artifact_id)
+        return reader
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def open_artifact_store(location: str, *, client: Any = None) -> Any:
+    """The Optuna artifact store at ``location``: ``s3://bucket[/prefix]`` or a folder path.
+
+    An ``s3://`` location is Optuna's :class:`~optuna.artifacts.Boto3ArtifactStore` on any
+    S3-compatible server: credentials, region and endpoint come from boto3's usual sources
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, and
+    ``AWS_ENDPOINT_URL`` for MinIO, Ceph and the like). Uploads stream from the checkpoint file
+    in parts instead of being copied into memory first, and boto3 retries failed requests with
+    backoff (``AWS_MAX_ATTEMPTS``, default 10 here); a read or connect that stalls for 5
+    minutes fails the upload, which fails the transition (to be retried) instead of hanging.
+
+    Args:
+        location: ``s3://bucket``, ``s3://bucket/prefix`` or a folder path.
+        client: A boto3 S3 client to use instead of a new one.
+
+    Example:
+        >>> import tempfile
+        >>> store = open_artifact_store(tempfile.mkdtemp())
+        >>> type(store).__name__
+        'FileSystemArtifactStore'
+    """
+    if not location.startswith("s3://"):
+        Path(location).mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(location)
+    bucket, _, prefix = location[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(
+            f"An S3 location must name a bucket (s3://bucket/prefix), got {location!r}."
+        )
+    from optuna.artifacts import Boto3ArtifactStore
+
+    if client is None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ImportError(
+                f"Checkpoints in {location} need boto3: pip install 'optuna-opplan[s3]'."
+            ) from None
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))
+        config = Config(
+            connect_timeout=60,
+            read_timeout=300,
+            retries={"max_attempts": attempts, "mode": "standard"},
+        )
+        client = boto3.client("s3", config=config)
+    store: Any = Boto3ArtifactStore(bucket, client=client, avoid_buf_copy=True)
+    prefix = prefix.strip("/")
+    return _PrefixedStore(store, prefix + "/") if prefix else store
+
+
 class CheckpointStore:
     """Kept checkpoints of transitions, in an Optuna artifact store, verified by SHA-256.
 
@@ -38,8 +108,8 @@ class CheckpointStore:
     so a half-written or tampered file is rejected, never executed.
 
     Args:
-        artifact_store: Any Optuna artifact store; a folder path makes a
-            :class:`~optuna.artifacts.FileSystemArtifactStore` there.
+        artifact_store: Any Optuna artifact store, or a location for
+            :func:`open_artifact_store`: a folder path or ``s3://bucket[/prefix]``.
 
     Example:
         >>> import tempfile, optuna, torch
@@ -53,8 +123,7 @@ class CheckpointStore:
 
     def __init__(self, artifact_store: Any) -> None:
         if isinstance(artifact_store, (str, os.PathLike)):
-            Path(artifact_store).mkdir(parents=True, exist_ok=True)
-            artifact_store = FileSystemArtifactStore(str(artifact_store))
+            artifact_store = open_artifact_store(os.fspath(artifact_store))
         for method in ("open_reader", "write", "remove"):
             if not callable(getattr(artifact_store, method, None)):
                 raise ValueError(

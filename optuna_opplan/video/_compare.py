@@ -7,20 +7,19 @@ import optuna
 from optuna.study import Study
 from optuna.trial import TrialState
 
-from optuna_opplan._progress import KEY_TRANSITION
-from optuna_opplan._worker import get_plan
+from optuna_opplan._protocol import KEY_COMPUTE
+from optuna_opplan._protocol import KEY_PLANNED_TEST
+from optuna_opplan._protocol import KEY_SCHEDULE
+from optuna_opplan._protocol import KEY_TEST_ACCURACY
+from optuna_opplan._protocol import KEY_TRANSITION
+from optuna_opplan._protocol import epochs_of
+from optuna_opplan._study import get_plan
 from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._config import PlanConfig
-from optuna_opplan.video._grid import KEY_GRID_COMPUTE
-from optuna_opplan.video._grid import KEY_GRID_SCHEDULE
-from optuna_opplan.video._grid import KEY_GRID_TEST
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import artifact_path
 from optuna_opplan.video._setup import build_trainer_config
-from optuna_opplan.video._trainer import KEY_COMPUTE
-from optuna_opplan.video._trainer import _Runner
-
-KEY_PLANNED_TEST = "opplan:planned_test"
+from optuna_opplan.video._trainer import Runner
 
 
 def planning_compute(study: Study) -> dict[str, float]:
@@ -35,7 +34,7 @@ def planning_compute(study: Study) -> dict[str, float]:
     for trial in study.get_trials(deepcopy=False):
         if KEY_TRANSITION not in trial.system_attrs or not trial.intermediate_values:
             continue
-        n = sum(1 for step in trial.intermediate_values if step >= 1)  # step 0 is an eval
+        n = epochs_of(trial)
         clip = float(trial.params.get("clip_length", 1))
         epochs += n
         clip_frame_epochs += n * clip
@@ -61,7 +60,7 @@ def planned_test_accuracy(study: Study, config: PlanConfig, splits: Splits) -> f
     if isinstance(cached, dict) and cached.get("trial") == last_trial:
         return float(cached["accuracy"])
     assert last_trial is not None
-    runner = _Runner(build_trainer_config(config, progress=False), len(splits.test.classes))
+    runner = Runner(build_trainer_config(config, progress=False), len(splits.test.classes))
     model = runner.build_model()
     state = CheckpointStore(artifact_path(config)).load(study, last_trial)
     if state is not None:
@@ -94,10 +93,10 @@ def compare(planning: Study, grid: Study, config: PlanConfig, splits: Splits) ->
     best = max(completed, key=lambda t: (t.value, -t.number))
     grid_cost = {"clip_frame_epochs": 0.0, "epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0}
     for trial in completed:
-        record = trial.system_attrs.get(KEY_GRID_COMPUTE) or {}
+        record = trial.system_attrs.get(KEY_COMPUTE) or {}
         for key in grid_cost:
             grid_cost[key] += record.get(key, 0)
-    best_compute = (best.system_attrs.get(KEY_GRID_COMPUTE) or {}).get("clip_frame_epochs", 0)
+    best_compute = (best.system_attrs.get(KEY_COMPUTE) or {}).get("clip_frame_epochs", 0)
     ratio = (
         grid_cost["clip_frame_epochs"] / cost["clip_frame_epochs"]
         if cost["clip_frame_epochs"]
@@ -114,18 +113,18 @@ def compare(planning: Study, grid: Study, config: PlanConfig, splits: Splits) ->
             "schedule": plan.to_dict(),
         },
         "grid_best": {
-            "accuracy": best.system_attrs.get(KEY_GRID_TEST),
+            "accuracy": best.system_attrs.get(KEY_TEST_ACCURACY),
             "compute": best_compute,
             "val_score": best.value,
             "trial": best.number,
             "params": best.params,
-            "schedule": best.system_attrs.get(KEY_GRID_SCHEDULE),
+            "schedule": best.system_attrs.get(KEY_SCHEDULE),
         },
         "grid_total": {**grid_cost, "trials": len(completed), "of": len(grid.trials)},
         "compute_ratio": ratio,
         "accuracy_gain": None
-        if best.system_attrs.get(KEY_GRID_TEST) is None
-        else accuracy - float(best.system_attrs[KEY_GRID_TEST]),
+        if best.system_attrs.get(KEY_TEST_ACCURACY) is None
+        else accuracy - float(best.system_attrs[KEY_TEST_ACCURACY]),
     }
 
 

@@ -15,6 +15,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from optuna_opplan._knee import KNEE_CURVES
+from optuna_opplan._knee import KNEE_KEEP_RULES
+from optuna_opplan._knee import KNEE_LOSSES
+from optuna_opplan._plan import SCORES
+
 # Every key a plan config may hold, with its default and type. Defaults are the embedded demo:
 # the bundled synthetic videos, a tiny network, CPU-sized clips.
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -29,6 +34,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "max_epochs": 40,
         "curve": "exponential",
         "keep": "best",
+        "loss": "linear",
     },
     "planner": {
         "score": "fitted",
@@ -84,9 +90,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
 
 CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("graph", "preset"): ("basic", "extended"),
-    ("knee", "curve"): ("exponential", "power", "multi_power", "multi_exponential"),
-    ("knee", "keep"): ("best", "knee"),
-    ("planner", "score"): ("fitted", "observed"),
+    ("knee", "curve"): KNEE_CURVES,
+    ("knee", "keep"): KNEE_KEEP_RULES,
+    ("knee", "loss"): KNEE_LOSSES,
+    ("planner", "score"): SCORES,
     ("dataset", "synthetic"): ("", "motion", "temporal"),
     ("dataset", "layout"): ("list", "folders"),
     ("dataset", "on_error"): ("skip", "raise"),
@@ -163,7 +170,7 @@ class PlanConfig:
         ...     PlanConfig.from_dict({"knee": {"dealy": 3}})
         ... except ConfigError as error:
         ...     print(error)
-        Unknown key `knee.dealy`; allowed: curve, delay, keep, max_epochs.
+        Unknown key `knee.dealy`; allowed: curve, delay, keep, loss, max_epochs.
     """
 
     data: Mapping[str, Mapping[str, Any]]

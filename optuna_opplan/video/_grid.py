@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Sequence
-import contextlib
 import itertools
 import os
 import random
@@ -11,7 +10,6 @@ import time
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -19,22 +17,25 @@ from optuna.trial import TrialState
 from optuna_opplan._heartbeat import Heartbeat
 from optuna_opplan._heartbeat import StalenessWatch
 from optuna_opplan._heartbeat import fail_abandoned
-from optuna_opplan._pruner import _CANCELLED
-from optuna_opplan._worker import _STORAGE_ERRORS
-from optuna_opplan._worker import _storage_pause
+from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._protocol import KEY_ATTEMPT
+from optuna_opplan._protocol import KEY_COMPUTE
+from optuna_opplan._protocol import KEY_GRID_STUDY
+from optuna_opplan._protocol import KEY_SCHEDULE
+from optuna_opplan._protocol import KEY_TEST_ACCURACY
+from optuna_opplan._protocol import OutcomeKind
+from optuna_opplan._protocol import claim_trial
+from optuna_opplan._protocol import fail_trial
+from optuna_opplan._protocol import finish_trial
+from optuna_opplan._storage import STORAGE_ERRORS
+from optuna_opplan._storage import storage_pause
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._schedule import Schedule
-from optuna_opplan.video._setup import KEY_GRID_STUDY
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import build_trainer_config
 from optuna_opplan.video._trainer import train_schedule
 
 _logger = optuna.logging.get_logger("optuna.opplan")
-
-KEY_GRID_COMPUTE = "opplan:compute"
-KEY_GRID_TEST = "opplan:test_accuracy"
-KEY_GRID_SCHEDULE = "opplan:schedule"
-KEY_GRID_ATTEMPT = "opplan:attempt"
 
 
 def clip_schedules(clip_lengths: Sequence[int]) -> list[str]:
@@ -142,10 +143,10 @@ class GridObjective:
             val=self.splits.val,
             test=self.splits.test,
         )
-        trial.storage.set_trial_system_attr(trial._trial_id, KEY_GRID_SCHEDULE, schedule.to_dict())
+        trial.storage.set_trial_system_attr(trial._trial_id, KEY_SCHEDULE, schedule.to_dict())
         trial.storage.set_trial_system_attr(
             trial._trial_id,
-            KEY_GRID_COMPUTE,
+            KEY_COMPUTE,
             {
                 "epochs": schedule.total_epochs,
                 "clip_frame_epochs": schedule.clip_frame_epochs,
@@ -153,7 +154,9 @@ class GridObjective:
                 "cpu_seconds": result.cpu_seconds,
             },
         )
-        trial.storage.set_trial_system_attr(trial._trial_id, KEY_GRID_TEST, result.test_accuracy)
+        trial.storage.set_trial_system_attr(
+            trial._trial_id, KEY_TEST_ACCURACY, result.test_accuracy
+        )
         return float(result.history[-1]["val"])
 
 
@@ -209,7 +212,7 @@ def run_grid_worker(
             waiting = [t for t in trials if t.state == TrialState.WAITING]
             if not waiting and not running:
                 return done
-            claimed = next((t for t in waiting if _claim(study, t)), None)
+            claimed = next((t for t in waiting if claim_trial(storage, t._trial_id)), None)
             if claimed is None:
                 # Others' schedules still run: wait, to take over any whose worker dies.
                 time.sleep(wait * random.uniform(0.75, 1.25))
@@ -217,17 +220,10 @@ def run_grid_worker(
                 continue
             wait = poll_interval
             done += _run_grid_trial(study, claimed, objective, heartbeat_interval, max_retries)
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             failures += 1
             watch.forget()
-            _storage_pause(study, exc, failures, None)
-
-
-def _claim(study: Study, frozen: FrozenTrial) -> bool:
-    try:
-        return bool(study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING))
-    except UpdateFinishedTrialError:
-        return False
+            storage_pause(storage, exc, failures, None)
 
 
 def _run_grid_trial(
@@ -246,13 +242,11 @@ def _run_grid_trial(
             value = objective(trial)
         except Exception as exc:
             _logger.warning(f"Grid trial {trial.number} failed: {exc!r}", exc_info=True)
-            with contextlib.suppress(UpdateFinishedTrialError, ValueError):
-                study.tell(trial, state=TrialState.FAIL)
+            reason = f"{type(exc).__name__}: {exc}"
+            if fail_trial(study._storage, claimed._trial_id, OutcomeKind.ERROR, reason):
                 _enqueue_again(study, claimed, max_retries)
             return 0
-        try:
-            study.tell(trial, value)
-        except (UpdateFinishedTrialError, ValueError):
+        if not finish_trial(study, trial, value):
             # Judged abandoned while it trained (a stalled machine): another worker reruns it.
             _logger.warning(f"Grid trial {trial.number} was failed meanwhile; discarded.")
             return 0
@@ -260,11 +254,11 @@ def _run_grid_trial(
         return 1
     finally:
         heartbeat.stop()
-        _CANCELLED.discard(claimed._trial_id)
+        CANCELLED.discard(claimed._trial_id)
 
 
 def _enqueue_again(study: Study, failed: FrozenTrial, max_retries: int) -> None:
-    attempt = int(failed.system_attrs.get(KEY_GRID_ATTEMPT, 1))
+    attempt = int(failed.system_attrs.get(KEY_ATTEMPT, 1))
     if attempt > max_retries:
         _logger.warning(f"Grid trial {failed.number} failed {attempt} times; giving it up.")
         return
@@ -273,7 +267,7 @@ def _enqueue_again(study: Study, failed: FrozenTrial, max_retries: int) -> None:
             state=TrialState.WAITING,
             system_attrs={
                 "fixed_params": failed.system_attrs.get("fixed_params", {}),
-                KEY_GRID_ATTEMPT: attempt + 1,
+                KEY_ATTEMPT: attempt + 1,
             },
         )
     )

@@ -5,11 +5,14 @@ import os
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 
 from optuna_opplan._graph import TransitionGraph
+from optuna_opplan._protocol import KEY_PLAN_CONFIG
 from optuna_opplan._pruner import KneePointPruner
-from optuna_opplan._sampler import ConfigMismatchError
 from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._study import ConfigMismatchError
+from optuna_opplan._study import create_planning_study
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._split import split_train_val
@@ -17,9 +20,6 @@ from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
 from optuna_opplan.video._transforms import ClipTransform
 from optuna_opplan.video.synthetic import ensure_dataset
-
-KEY_PLAN_CONFIG = "opplan:plan_config"
-KEY_GRID_STUDY = "opplan:grid_study"
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,33 @@ def build_graph(config: PlanConfig) -> TransitionGraph:
 
 def build_planning(config: PlanConfig) -> tuple[PlanningSampler, KneePointPruner]:
     """The planning sampler and knee pruner a config describes."""
-    knee = config.section("knee")
     planner = config.section("planner")
     sampler = PlanningSampler(
         build_graph(config), score=planner["score"], max_retries=planner["max_retries"]
     )
-    pruner = KneePointPruner(
-        delay=knee["delay"], max_epochs=knee["max_epochs"], curve=knee["curve"], keep=knee["keep"]
+    return sampler, KneePointPruner(**config.section("knee"))
+
+
+def create_video_study(
+    config: PlanConfig, *, storage: str | BaseStorage, study_name: str
+) -> optuna.Study:
+    """Create (or load) the planning study ``config`` describes, with ``config`` stored in it:
+    :func:`~optuna_opplan.create_planning_study`, the one way a planning study is set up.
+
+    Raises:
+        ConfigMismatchError: if the existing study was set up with another config.
+    """
+    planner = config.section("planner")
+    study = create_planning_study(
+        build_graph(config),
+        storage=storage,
+        study_name=study_name,
+        pruner=KneePointPruner(**config.section("knee")),
+        score=planner["score"],
+        max_retries=planner["max_retries"],
     )
-    return sampler, pruner
+    attach_config(study, config)
+    return study
 
 
 def build_trainer_config(config: PlanConfig, *, progress: bool = True) -> TrainerConfig:
@@ -147,8 +165,10 @@ def build_trainer(
 
 
 def artifact_path(config: PlanConfig) -> str:
-    """Where kept checkpoints go (a folder shared by all workers)."""
-    return config.path(config.section("artifacts")["path"])
+    """Where kept checkpoints go, shared by all workers: a folder (relative to the config
+    file's) or an S3 location ``s3://bucket[/prefix]``."""
+    location = config.section("artifacts")["path"]
+    return location if location.startswith("s3://") else config.path(location)
 
 
 def attach_config(study: optuna.Study, config: PlanConfig) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import TransitionFailed
 from optuna_opplan.models import classification_loss
@@ -26,7 +27,6 @@ from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
 
-KEY_COMPUTE = "opplan:compute"
 METRICS = ("top1", "mean_top135")
 
 
@@ -114,7 +114,7 @@ class EpochStats:
         return self.clips / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Runner:
+class Runner:
     """The training and evaluation loops shared by transitions and fixed schedules."""
 
     def __init__(self, config: TrainerConfig, num_classes: int) -> None:
@@ -312,7 +312,7 @@ class TransitionTrainer:
         self.config = config or TrainerConfig()
         self.scratch_dir = scratch_dir
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self._runner = _Runner(self.config, len(train.classes))
+        self._runner = Runner(self.config, len(train.classes))
 
     def __call__(self, trial: optuna.Trial) -> None:
         step = current_transition(trial)
@@ -417,7 +417,7 @@ def train_schedule(
         log: Where progress lines go (default: stderr if ``config.progress``).
     """
     config = config or TrainerConfig()
-    runner = _Runner(config, len(train.classes))
+    runner = Runner(config, len(train.classes))
     emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
     model = runner.build_model()
     if initial_state is not None:
@@ -467,4 +467,4 @@ def evaluate(
 ) -> float:
     """Accuracy of ``model`` on ``dataset`` (multi-view in ``"test"`` mode)."""
     config = config or TrainerConfig()
-    return _Runner(config, len(dataset.classes)).evaluate(model, dataset)
+    return Runner(config, len(dataset.classes)).evaluate(model, dataset)
