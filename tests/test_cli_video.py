@@ -137,6 +137,11 @@ def test_init_workers_status_plan_grid_compare(workdir: Path) -> None:
         ),
         (('preset = "basic"', 'preset = "diagonal"'), "`graph.preset` must be one of"),
         (("[grid]", "[gird]"), "Unknown section `[gird]`"),
+        (
+            ("[knee]", "[planner]\nmax_deaths = -1\n[knee]"),
+            "`planner.max_deaths` must not be negative, but got -1",
+        ),
+        (("[knee]", "[planner]\ndeath_backoff = 'soon'\n[knee]"), "`planner.death_backoff`"),
         (("learning_rates = [0.05, 0.005]", "learning_rates = []"), "`graph.learning_rates` must"),
     ],
 )

@@ -394,7 +394,8 @@ class Preemptor:
     def run(self, doomed: Callable[[str, int], bool], *, everyone: bool = False) -> None:
         alive = [self.fleet.start(self.args) for _ in range(self.n)]
         seen = 0
-        deadline = time.monotonic() + WAIT_SECONDS
+        # Many grace periods and restarts in a row: a deadlock bound, not a speed target.
+        deadline = time.monotonic() + 2.5 * WAIT_SECONDS
         while any(p.poll() is None for p in alive):
             if time.monotonic() > deadline:
                 pytest.fail(f"the fleet never finished\n{self.fleet.output()}")
@@ -522,14 +523,15 @@ def test_a_transition_that_kills_its_worker_every_time_ends_as_a_failed_edge_tha
         t.system_attrs[KEY_TRANSITION] for t in study.get_trials(states=(TrialState.COMPLETE,))
     )
     assert complete == Counter(t.key for t in graph.transitions if t.key != key)
-    status_out = subprocess.run(
-        [sys.executable, "-m", "optuna_opplan.cli", "status"]
-        + ["--storage", str(tmp_path / "plan.log"), "--study-name", "plan"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert key in status_out and "died 3 times" in status_out, status_out
+    # Each dead attempt says whose heartbeats stopped.
+    died = [
+        t.system_attrs[KEY_OUTCOME]["reason"]
+        for t in study.get_trials(states=(TrialState.FAIL,))
+        if t.system_attrs[KEY_TRANSITION] == key
+        and t.system_attrs[KEY_OUTCOME]["status"] == "died"
+    ]
+    assert len(died) == 3
+    assert all("stopped sending heartbeats" in reason for reason in died)
 
 
 def _storage_error(url: str) -> None:

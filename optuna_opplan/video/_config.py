@@ -39,6 +39,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "planner": {
         "score": "fitted",
         "max_retries": 3,
+        "max_deaths": 20,
+        "death_backoff": 30.0,
     },
     "dataset": {
         "synthetic": "motion",

@@ -47,7 +47,11 @@ def build_planning(config: PlanConfig) -> tuple[PlanningSampler, KneePointPruner
     """The planning sampler and knee pruner a config describes."""
     planner = config.section("planner")
     sampler = PlanningSampler(
-        build_graph(config), score=planner["score"], max_retries=planner["max_retries"]
+        build_graph(config),
+        score=planner["score"],
+        max_retries=planner["max_retries"],
+        max_deaths=planner["max_deaths"],
+        death_backoff=planner["death_backoff"],
     )
     return sampler, KneePointPruner(**config.section("knee"))
 
@@ -69,6 +73,8 @@ def create_video_study(
         pruner=KneePointPruner(**config.section("knee")),
         score=planner["score"],
         max_retries=planner["max_retries"],
+        max_deaths=planner["max_deaths"],
+        death_backoff=planner["death_backoff"],
     )
     attach_config(study, config)
     return study
