@@ -209,11 +209,18 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    study = _load(args)
     rank = _rank_of_environment()
+    if args.nproc_per_node is not None and args.nproc_per_node < 1:
+        raise CLIError(f"--nproc-per-node must be >= 1, but got {args.nproc_per_node}.")
+    if args.nproc_per_node is not None and args.grid_only:
+        raise CLIError(
+            "--grid-only trains the grid baseline's schedules, one process each: drop "
+            "--nproc-per-node (or start several workers)."
+        )
+    if rank not in (None, 0) and args.grid_only:
+        return 0  # under torchrun: the grid's schedules are single-process, rank 0's
+    study = _load(args)
     if args.nproc_per_node is not None and rank is None:
-        if args.nproc_per_node < 1:
-            raise CLIError(f"--nproc-per-node must be >= 1, but got {args.nproc_per_node}.")
         from optuna_opplan.video import launch
 
         code = launch(main, (args.argv,), nproc_per_node=args.nproc_per_node)

@@ -162,3 +162,21 @@ def test_launch_gives_each_rank_its_environment_and_ends_a_broken_group(tmp_path
     assert envs["rank0"][4:] == envs["rank1"][4:]  # one rendezvous address for the group
     with pytest.raises(ValueError, match="nproc_per_node"):
         launch(_rank, (), nproc_per_node=0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--nproc-per-node", "0"], "--nproc-per-node must be >= 1, but got 0"),
+        (["--nproc-per-node", "2", "--grid-only"], "drop --nproc-per-node"),
+    ],
+)
+def test_bad_distributed_worker_flags_are_refused_before_anything_starts(
+    flags, message, tmp_path, capsys
+) -> None:
+    from optuna_opplan.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'never.db'}"
+    assert main(["worker", "--storage", storage, "--study-name", "s", *flags]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never.db").exists()
