@@ -14,12 +14,16 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 import math
+from typing import TYPE_CHECKING
 import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike
 from numpy.typing import NDArray
 from scipy.optimize import least_squares
+
+if TYPE_CHECKING:
+    from optuna_opplan._improvement import ImprovementEstimate
 
 KNEE_CURVES: tuple[str, ...] = ("exponential", "power", "multi_power", "multi_exponential")
 """Curve families of the paper's Table 1, each with the concave quadratic overfitting term."""
@@ -440,19 +444,27 @@ class KneeDecision:
             The epoch whose checkpoint to keep if training stops now (0 = the parent's). Always
             one of the retained epochs ``max(0, n - delay) .. n`` for current epoch ``n``.
         fit:
-            The knee fit, or :obj:`None` before ``delay`` epochs have run.
+            The knee fit, or :obj:`None` before ``delay`` epochs have run (the "improve" rule
+            fits only when it stops).
         reason:
             ``"warming_up"`` (fewer than ``delay`` epochs), ``"before_knee"`` (fitted, epoch
             ``< t* + delay``), ``"knee"`` (stop: epoch ``>= t* + delay``), ``"max_epochs"``
             (stop: the cap), or ``"fit_failed"`` (the fit failed: go on until the cap). A
             ``"knee"`` or ``"max_epochs"`` decision whose knee predates the retained epochs has
-            ``" (keep clamped to the oldest retained epoch)"`` appended.
+            ``" (keep clamped to the oldest retained epoch)"`` appended. The "improve" rule
+            (:func:`~optuna_opplan._improvement.improve_decision`) adds ``"not_started"``
+            (still at its epoch-0 level: go on), ``"improving"`` (go on) and
+            ``"no_improvement"`` (stop).
+        improvement:
+            What the "improve" rule decided on (probability of improvement, tolerance, noise),
+            or :obj:`None` (the paper's rule, or before the first estimate).
     """
 
     stop: bool
     keep_epoch: int
     fit: KneeFit | None
     reason: str
+    improvement: ImprovementEstimate | None = None
 
 
 _CLAMPED = " (keep clamped to the oldest retained epoch)"
