@@ -22,6 +22,8 @@ Outcome = tuple[int, int]  # (epoch stopped after, epoch kept)
 Rule = Callable[[np.ndarray], Outcome]
 
 PATIENCES: tuple[int, ...] = (2, 3, 5, 7, 10, 15, 20, 30)
+EXTRA_PATIENCES: tuple[int, ...] = (0, 1)
+"""Also on the frontier: stricter for short segments, where patience 2 already trains all."""
 
 
 def patient_outcome(values: np.ndarray, patience: int) -> Outcome:
@@ -125,31 +127,38 @@ def metrics(segments: Sequence[Segment], outcomes: Sequence[Outcome]) -> Metrics
     )
 
 
-def frontier_regret(points: Sequence[tuple[float, float]], epochs: float) -> float:
-    """The patience frontier's regret at an epoch fraction, interpolated linearly.
+def anchors(segments: Sequence[Segment]) -> list[tuple[float, float]]:
+    """The two trivial rules' (epoch fraction, mean regret): train nothing, train everything.
 
-    ``points`` are (epoch fraction, mean regret) of the patience settings; only the Pareto-
-    optimal ones form the frontier. Outside their epoch range the nearest end is used (flat),
-    which favours the frontier.
+    Both are achievable, and so is any mix of two achievable rules (a rule picked at random per
+    segment), so joining them to the patience points defines the frontier at every epoch
+    fraction without extrapolating a patience setting that does not exist.
     """
-    pts = sorted(points)
+    nothing = metrics(segments, [(0, 0)] * len(segments))
+    everything = metrics(segments, [(s.epochs, int(np.argmax(s.values))) for s in segments])
+    return [(0.0, nothing.regret), (1.0, everything.regret)]
+
+
+def _front(points: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     front: list[tuple[float, float]] = []
-    for f, r in pts:
+    for f, r in sorted(points):
         if not front or r < front[-1][1]:
             front.append((f, r))
-    fs = np.array([p[0] for p in front])
-    rs = np.array([p[1] for p in front])
+    return np.array([p[0] for p in front]), np.array([p[1] for p in front])
+
+
+def frontier_regret(points: Sequence[tuple[float, float]], epochs: float) -> float:
+    """The frontier's regret at an epoch fraction: Pareto-optimal points joined linearly.
+
+    ``points`` are (epoch fraction, mean regret) of the patience settings and the
+    :func:`anchors`. Beyond the points' range the nearest end is used.
+    """
+    fs, rs = _front(points)
     return float(np.interp(epochs, fs, rs))
 
 
 def frontier_epochs(points: Sequence[tuple[float, float]], regret: float) -> float:
-    """The patience frontier's epoch fraction at a regret (linear interpolation, clamped)."""
-    pts = sorted(points)
-    front: list[tuple[float, float]] = []
-    for f, r in pts:
-        if not front or r < front[-1][1]:
-            front.append((f, r))
-    fs = np.array([p[0] for p in front])
-    rs = np.array([p[1] for p in front])
-    # regret decreases with epochs along the frontier: interpolate on reversed arrays
+    """The frontier's epoch fraction at a mean regret (the inverse of frontier_regret)."""
+    fs, rs = _front(points)
+    # Regret falls as epochs grow along the frontier: interpolate on the reversed arrays.
     return float(np.interp(regret, rs[::-1], fs[::-1]))

@@ -188,9 +188,9 @@ def improvement_probability(
     )
 
 
-DEFAULT_DELAY = 3
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_NOISE_FACTOR = 0.5
+DEFAULT_DELAY = 4
+DEFAULT_THRESHOLD = 0.02
+DEFAULT_NOISE_FACTOR = 1.5
 
 
 def _best_retained(y: _Array, first: int) -> int:

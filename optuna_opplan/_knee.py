@@ -213,6 +213,32 @@ class KneeFit:
         x = np.vstack([flat, np.log1p(flat)]) if _FAMILIES[self.curve].raw_time else flat
         return _FAMILIES[self.curve].model(x, a).reshape(t_arr.shape)
 
+    def negated(self) -> KneeFit:
+        """The same fit for the negated scores: a minimised curve's fit in its own units.
+
+        Amplitudes, value and observed value change sign; rates and exponents do not, so
+        :meth:`predict` of the result is minus this fit's prediction.
+
+        Example:
+            >>> from optuna_opplan._knee import fit_knee
+            >>> fit = fit_knee([0.0, 0.5, 0.7, 0.8, 0.85, 0.86, 0.85, 0.84])
+            >>> float(fit.negated().predict([3])[0]) == -float(fit.predict([3])[0])
+            True
+        """
+        amplitudes = _FAMILIES[self.curve].amplitudes
+        params = tuple(-p if amp else p for p, amp in zip(self.params, amplitudes))
+        return KneeFit(
+            epoch=self.epoch,
+            value=-self.value,
+            observed=-self.observed,
+            params=params,
+            rmse=self.rmse,
+            r2=self.r2,
+            curve=self.curve,
+            ok=self.ok,
+            message=self.message,
+        )
+
 
 def _validate_curve(curve: str) -> None:
     if curve not in _FAMILIES:

@@ -79,7 +79,7 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
         max_retries=config["max_retries"],
         initial_score=config["initial_score"],
     )
-    pruner = KneePointPruner(**config.get("pruner", {}))
+    pruner = KneePointPruner.from_config(config.get("pruner", {}))
     return optuna.load_study(
         study_name=study_name, storage=resolved, sampler=sampler, pruner=pruner
     )
