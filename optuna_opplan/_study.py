@@ -167,6 +167,9 @@ def check_config(study: Study, sampler: PlanningSampler, pruner: KneePointPruner
     """
     stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
     mine = {**sampler.config(), "pruner": pruner.config()}
+    if isinstance(stored, dict) and isinstance(stored.get("pruner"), dict):
+        # Configs stored before the pruner had rules ran the paper's.
+        stored = {**stored, "pruner": {"rule": "paper", **stored["pruner"]}}
     if stored is None:
         study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, mine)
         return
