@@ -372,6 +372,22 @@ def run_distributed_worker(
     Raises:
         DistributedWorkerError: if a rank failed or died; the transition it was training is
             failed (and retried) if rank 0 is alive, else once its heartbeats stop.
+
+    Example:
+        A script run as ``torchrun --nproc-per-node 4 train.py``, or as ``python train.py``
+        with the :func:`launch` line::
+
+            import optuna_opplan as op
+            from optuna_opplan.video import TransitionTrainer, launch, run_distributed_worker
+
+            def rank_main():
+                trainer = TransitionTrainer(train, val, "s3://bucket/ucf101", config=config)
+                study = lambda: op.load_planning_study(study_name="ucf101", storage=URL)
+                return run_distributed_worker(study, trainer)
+
+            if __name__ == "__main__":
+                rank_main()  # under torchrun
+                # or: launch(rank_main, nproc_per_node=4)
     """
     if not isinstance(trainer, TransitionTrainer):
         raise ValueError(f"`trainer` must be a TransitionTrainer, but got {trainer!r}.")
