@@ -180,3 +180,33 @@ def test_bad_distributed_worker_flags_are_refused_before_anything_starts(
     assert main(["worker", "--storage", storage, "--study-name", "s", *flags]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "never.db").exists()
+
+
+def test_sigterm_to_the_launcher_reaches_the_ranks(tmp_path) -> None:
+    # As when Kubernetes deletes a worker pod whose PID 1 is the launcher.
+    import threading
+
+    from optuna_opplan.video import launch
+
+    def stop_when_both_started() -> None:
+        deadline = time.monotonic() + 240
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    stopper = threading.Thread(target=stop_when_both_started, daemon=True)
+    stopper.start()
+    started = time.monotonic()
+    # Both ranks would sleep for hours.
+    code = launch(_sleeper, (str(tmp_path),), nproc_per_node=2, grace_period=1, kill_after=5)
+    assert code == 1  # terminated ranks count as failed
+    assert time.monotonic() - started < 300
+    assert len(list(tmp_path.iterdir())) == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # restored
+
+
+def _sleeper(folder: str) -> int:
+    Path(folder, f"rank{os.environ['RANK']}").write_text(str(os.getpid()))
+    time.sleep(10_000)
+    return 0

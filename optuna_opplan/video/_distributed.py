@@ -470,7 +470,8 @@ def launch(
 
     Each process gets the environment torchrun would give it (``RANK``, ``LOCAL_RANK``,
     ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``).
-    When a rank exits with an error or dies, the others get ``grace_period`` seconds to
+    SIGTERM sent to the launcher is passed on to the ranks. When a rank exits with an error
+    or dies, the others get ``grace_period`` seconds to
     notice (rank 0 records its transition as failed) and exit, then are terminated (SIGTERM,
     which fails a running transition too) and killed after ``kill_after`` more seconds: a
     broken group is never left hanging. ``target`` must be
@@ -491,7 +492,19 @@ def launch(
         )
     context = multiprocessing.get_context("spawn")
     port = str(_free_port())
-    processes = []
+    processes: list[Any] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        # A scheduler stopping the launcher (Kubernetes deleting the pod, where the launcher
+        # is PID 1 and would ignore SIGTERM; scancel) stops the ranks, which fail their
+        # transition on the way out.
+        for process in processes:
+            if process.exitcode is None:
+                process.terminate()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, forward)
     for rank in range(nproc_per_node):
         env = {
             "RANK": str(rank),
@@ -533,4 +546,6 @@ def launch(
             if process.exitcode is None:
                 process.kill()
                 process.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return failed or 0
