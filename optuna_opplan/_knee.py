@@ -14,12 +14,16 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 import math
+from typing import TYPE_CHECKING
 import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike
 from numpy.typing import NDArray
 from scipy.optimize import least_squares
+
+if TYPE_CHECKING:
+    from optuna_opplan._improvement import ImprovementEstimate
 
 KNEE_CURVES: tuple[str, ...] = ("exponential", "power", "multi_power", "multi_exponential")
 """Curve families of the paper's Table 1, each with the concave quadratic overfitting term."""
@@ -208,6 +212,32 @@ class KneeFit:
         flat = t_arr.ravel()
         x = np.vstack([flat, np.log1p(flat)]) if _FAMILIES[self.curve].raw_time else flat
         return _FAMILIES[self.curve].model(x, a).reshape(t_arr.shape)
+
+    def negated(self) -> KneeFit:
+        """The same fit for the negated scores: a minimised curve's fit in its own units.
+
+        Amplitudes, value and observed value change sign; rates and exponents do not, so
+        :meth:`predict` of the result is minus this fit's prediction.
+
+        Example:
+            >>> from optuna_opplan._knee import fit_knee
+            >>> fit = fit_knee([0.0, 0.5, 0.7, 0.8, 0.85, 0.86, 0.85, 0.84])
+            >>> float(fit.negated().predict([3])[0]) == -float(fit.predict([3])[0])
+            True
+        """
+        amplitudes = _FAMILIES[self.curve].amplitudes
+        params = tuple(-p if amp else p for p, amp in zip(self.params, amplitudes))
+        return KneeFit(
+            epoch=self.epoch,
+            value=-self.value,
+            observed=-self.observed,
+            params=params,
+            rmse=self.rmse,
+            r2=self.r2,
+            curve=self.curve,
+            ok=self.ok,
+            message=self.message,
+        )
 
 
 def _validate_curve(curve: str) -> None:
@@ -440,19 +470,27 @@ class KneeDecision:
             The epoch whose checkpoint to keep if training stops now (0 = the parent's). Always
             one of the retained epochs ``max(0, n - delay) .. n`` for current epoch ``n``.
         fit:
-            The knee fit, or :obj:`None` before ``delay`` epochs have run.
+            The knee fit, or :obj:`None` before ``delay`` epochs have run (the "improve" rule
+            fits only when it stops).
         reason:
             ``"warming_up"`` (fewer than ``delay`` epochs), ``"before_knee"`` (fitted, epoch
             ``< t* + delay``), ``"knee"`` (stop: epoch ``>= t* + delay``), ``"max_epochs"``
             (stop: the cap), or ``"fit_failed"`` (the fit failed: go on until the cap). A
             ``"knee"`` or ``"max_epochs"`` decision whose knee predates the retained epochs has
-            ``" (keep clamped to the oldest retained epoch)"`` appended.
+            ``" (keep clamped to the oldest retained epoch)"`` appended. The "improve" rule
+            (:func:`~optuna_opplan._improvement.improve_decision`) adds ``"not_started"``
+            (still at its epoch-0 level: go on), ``"improving"`` (go on) and
+            ``"no_improvement"`` (stop).
+        improvement:
+            What the "improve" rule decided on (probability of improvement, tolerance, noise),
+            or :obj:`None` (the paper's rule, or before the first estimate).
     """
 
     stop: bool
     keep_epoch: int
     fit: KneeFit | None
     reason: str
+    improvement: ImprovementEstimate | None = None
 
 
 _CLAMPED = " (keep clamped to the oldest retained epoch)"

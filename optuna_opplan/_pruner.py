@@ -6,17 +6,26 @@ from typing import Any
 import numpy as np
 from optuna.pruners import BasePruner
 from optuna.study import Study
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
+from optuna_opplan._improvement import DEFAULT_NOISE_FACTOR
+from optuna_opplan._improvement import DEFAULT_THRESHOLD
 from optuna_opplan._knee import KNEE_CURVES
 from optuna_opplan._knee import KNEE_KEEP_RULES
 from optuna_opplan._knee import KNEE_LOSSES
 from optuna_opplan._knee import KneeDecision
-from optuna_opplan._knee import knee_decision
 from optuna_opplan._protocol import CANCELLED
 from optuna_opplan._protocol import KEY_EPOCH0
 from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_SOURCE_TRIAL
 from optuna_opplan._protocol import curve_of
+from optuna_opplan._stopping import DEFAULT_DELAYS
+from optuna_opplan._stopping import STOPPING_RULES
+from optuna_opplan._stopping import stopping_decision
+
+DEFAULT_RULE = "paper"
+"""The rule a ``KneePointPruner()`` runs (``benchmarks/results/knee_rule.md`` says why)."""
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -24,15 +33,35 @@ def _positive_int(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be a positive int, but got {name}={value!r}.")
 
 
-class KneePointPruner(BasePruner):
-    """Stop a transition at the knee of its validation curve, plus a delay.
+def _fraction(name: str, value: Any, *, open_interval: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = 0.0 < value < 1.0 if open_interval else value >= 0.0
+    if not ok:
+        expected = "a number in (0, 1)" if open_interval else "a non-negative number"
+        raise ValueError(f"`{name}` must be {expected}, but got {name}={value!r}.")
 
-    After each reported epoch ``n`` (once ``delay`` epochs have run), the curve
-    ``[v0, v1, ..., vn]`` is fitted with a unimodal function (the paper's exponential family
-    by default) and its knee ``t*`` (the fitted argmax) estimated; the transition stops when
-    ``n >= t* + delay``. It always stops at ``max_epochs`` (the reference code has no cap), a
-    failed fit never stops it earlier, and a non-finite score stops it at once (the transition
-    then counts as a failed edge).
+
+class KneePointPruner(BasePruner):
+    """Stop a transition when its validation curve has peaked: the knee rule, or "improve".
+
+    Two rules (``rule``), both deciding after each reported epoch ``n`` on the curve
+    ``[v0, v1, ..., vn]``, both always stopping at ``max_epochs`` and at once on a non-finite
+    score (the transition then counts as a failed edge):
+
+    - ``"paper"``: the paper's rule. Once ``delay`` epochs have run, fit a unimodal curve (the
+      exponential family by default) and its knee ``t*`` (the fitted argmax); stop when
+      ``n >= t* + delay``; a failed fit never stops it. Its measured cost on real learning
+      curves (``benchmarks/results/knee_rule.md``): PAPER_COST
+    - ``"improve"``: stop when training on is unlikely to help. Once ``delay`` epochs have run,
+      an ensemble of extrapolations (flat, saturating exponentials, power laws, weighted by
+      BIC) gives the probability that training on, up to ``max_epochs``, gains more than
+      ``min_delta`` plus ``noise_factor`` times the curve's noise; it stops when that falls
+      below ``threshold``. A curve that has not left its epoch-0 level (a run still at
+      chance) is never stopped before ``max_epochs``. IMPROVE_COST
+
+    With a study ``direction="minimize"`` (a loss, a perplexity) both decide on the negated
+    curve, so they stop exactly where the negated curve maximised would.
 
     ``v0`` is the score of the checkpoint the transition starts from, which the planning
     engine supplies (0 for the initial model): objectives report epochs 1, 2, ... An objective
@@ -40,19 +69,24 @@ class KneePointPruner(BasePruner):
     (another clip length or sampling can score quite differently from what the source
     transition measured), which then replaces the supplied point.
 
-    Every decision is recorded on the trial (system attribute ``opplan:knee``: the fitted knee,
-    its fitted and observed values, the epoch to keep) for the planner and the dashboard.
-    ``keep`` says which retained epoch's checkpoint to keep: ``"best"`` (the best observed
-    score among the last ``delay + 1`` epochs, the default: robust to noisy curves) or
-    ``"knee"`` (``t*`` itself, the paper's rule).
+    Every decision is recorded on the trial (system attribute ``opplan:knee``: the rule, the
+    reason, the epoch to keep; the paper rule's fitted knee and values; the improve rule's
+    probability of improvement, threshold, tolerance and noise) for the planner and the
+    dashboard. The kept epoch is the best observed one among the last ``delay + 1`` (the
+    trainer retains those checkpoints), or, with the paper rule and ``keep="knee"``, ``t*``.
 
     Args:
-        delay: ``T``: epochs before the first fit, and epochs trained past the knee.
-        max_epochs: Hard cap on the epochs of one transition.
-        curve: The fitted family: ``"exponential"``, ``"power"``, ``"multi_power"`` or
+        delay: Epochs before the first decision; the paper rule also trains ``delay`` epochs
+            past the knee. :obj:`None`: 10 for ``"paper"``, 4 for ``"improve"``.
+        max_epochs: Hard cap on the epochs of one transition (and the improve rule's horizon).
+        rule: ``"paper"`` or ``"improve"``.
+        curve: The paper rule's family: ``"exponential"``, ``"power"``, ``"multi_power"`` or
             ``"multi_exponential"``.
-        keep: ``"best"`` or ``"knee"``.
-        loss: The fit's loss: ``"linear"`` (least squares, as the paper) or ``"soft_l1"``.
+        keep: The paper rule's kept epoch: ``"best"`` or ``"knee"``.
+        loss: The paper rule's fit loss: ``"linear"`` (least squares) or ``"soft_l1"``.
+        threshold: The improve rule stops below this probability of improvement.
+        min_delta: The improve rule ignores gains up to this much (the scores' units).
+        noise_factor: The improve rule ignores gains up to this many times the curve's noise.
 
     Example:
 
@@ -68,17 +102,35 @@ class KneePointPruner(BasePruner):
         ...         break
         ...
         >>> assert epoch < 30
+        >>> loss = optuna.create_study(
+        ...     direction="minimize", pruner=op.KneePointPruner(rule="improve", max_epochs=100)
+        ... )
+        >>> trial = loss.ask()
+        >>> for epoch in range(1, 100):
+        ...     trial.report(0.2 + 2.0 * 0.7**epoch, epoch)
+        ...     if trial.should_prune():
+        ...         break
+        ...
+        >>> assert epoch < 40
     """
 
     def __init__(
         self,
-        delay: int = 10,
+        delay: int | None = None,
         *,
         max_epochs: int = 200,
+        rule: str = DEFAULT_RULE,
         curve: str = "exponential",
         keep: str = "best",
         loss: str = "linear",
+        threshold: float = DEFAULT_THRESHOLD,
+        min_delta: float = 0.0,
+        noise_factor: float = DEFAULT_NOISE_FACTOR,
     ) -> None:
+        if rule not in STOPPING_RULES:
+            raise ValueError(f"`rule` must be one of {STOPPING_RULES}, but got rule={rule!r}.")
+        if delay is None:
+            delay = DEFAULT_DELAYS[rule]
         _positive_int("delay", delay)
         _positive_int("max_epochs", max_epochs)
         if curve not in KNEE_CURVES:
@@ -87,32 +139,61 @@ class KneePointPruner(BasePruner):
             raise ValueError(f"`keep` must be one of {KNEE_KEEP_RULES}, but got keep={keep!r}.")
         if loss not in KNEE_LOSSES:
             raise ValueError(f"`loss` must be one of {KNEE_LOSSES}, but got loss={loss!r}.")
+        _fraction("threshold", threshold, open_interval=True)
+        _fraction("min_delta", min_delta, open_interval=False)
+        _fraction("noise_factor", noise_factor, open_interval=False)
+        self.rule = rule
         self.delay = delay
         self.max_epochs = max_epochs
         self.curve = curve
         self.keep = keep
         self.loss = loss
+        self.threshold = float(threshold)
+        self.min_delta = float(min_delta)
+        self.noise_factor = float(noise_factor)
+        # A transition's epoch-0 point is fixed when it is claimed; reading it from storage on
+        # every report would cost a full trial fetch per epoch.
         self._epoch0: dict[tuple[int, int], float] = {}
 
-    def config(self) -> dict[str, Any]:
-        """The settings every worker of a study must share (stored in the study)."""
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> KneePointPruner:
+        """The pruner :meth:`config` describes; a config without ``rule`` ran the paper's."""
+        return cls(**{"rule": "paper", **config})
+
+    def _settings(self) -> dict[str, Any]:
+        if self.rule == "paper":
+            return {"curve": self.curve, "keep": self.keep, "loss": self.loss}
         return {
-            "delay": self.delay,
-            "max_epochs": self.max_epochs,
-            "curve": self.curve,
-            "keep": self.keep,
-            "loss": self.loss,
+            "threshold": self.threshold,
+            "min_delta": self.min_delta,
+            "noise_factor": self.noise_factor,
         }
 
-    def decide(self, values: list[float]) -> KneeDecision:
-        """The decision for a curve ``[v0, v1, ..., vn]`` (pure: no storage involved)."""
-        return knee_decision(
+    def config(self) -> dict[str, Any]:
+        """The settings every worker of a study must share (stored in the study).
+
+        It names the rule and holds that rule's settings only.
+        """
+        return {
+            "rule": self.rule,
+            "delay": self.delay,
+            "max_epochs": self.max_epochs,
+            **self._settings(),
+        }
+
+    def decide(self, values: list[float], *, minimize: bool = False) -> KneeDecision:
+        """The decision for a curve ``[v0, v1, ..., vn]`` (pure: no storage involved).
+
+        With ``minimize`` (a loss, a perplexity) it decides on the negated curve, and the
+        decision's fit is in the curve's own units.
+        """
+        return stopping_decision(
             values,
+            rule=self.rule,
             delay=self.delay,
             max_epochs=self.max_epochs,
-            curve=self.curve,
-            keep=self.keep,
-            loss=self.loss,
+            minimize=minimize,
+            **self._settings(),
         )
 
     def curve_of(self, study: Study, trial: FrozenTrial) -> list[float]:
@@ -131,6 +212,28 @@ class KneePointPruner(BasePruner):
             self._epoch0[key] = epoch0
         return curve_of(trial, epoch0=epoch0)
 
+    def decision_curve(
+        self, study: Study, trial: FrozenTrial, values: list[float] | None = None
+    ) -> list[float]:
+        """The series :meth:`decide` gets: :meth:`curve_of`, unless its epoch 0 is unmeasured.
+
+        A transition from the initial model that reports no step 0 has only the configured
+        initial score as its epoch-0 point (0 by default): an untrained network scores chance,
+        not 0, and 0 is a perfect loss. Then the improve rule, and either rule on a minimised
+        score, take the first epoch's score as the level the curve must leave; a run still at
+        chance is then "not started" instead of risen and flat. The paper rule on a maximised
+        score keeps the configured point, as it always has.
+        """
+        if values is None:
+            values = self.curve_of(study, trial)
+        minimize = study.direction == StudyDirection.MINIMIZE
+        unmeasured = (
+            0 not in trial.intermediate_values and trial.system_attrs.get(KEY_SOURCE_TRIAL) is None
+        )
+        if unmeasured and len(values) > 1 and (self.rule == "improve" or minimize):
+            return [values[1], *values[1:]]
+        return values
+
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         if trial._trial_id in CANCELLED:
             return True
@@ -146,10 +249,16 @@ class KneePointPruner(BasePruner):
             }
             study._storage.set_trial_system_attr(trial._trial_id, KEY_KNEE, record)
             return True
-        decision = self.decide(values)
-        study._storage.set_trial_system_attr(
-            trial._trial_id, KEY_KNEE, decision_record(decision, len(values) - 1)
-        )
+        minimize = study.direction == StudyDirection.MINIMIZE
+        values = self.decision_curve(study, trial, values)
+        decision = self.decide(values, minimize=minimize)
+        record = decision_record(decision, len(values) - 1)
+        record["rule"] = self.rule
+        if self.rule == "improve":
+            record["threshold"] = self.threshold
+        if minimize:
+            record["minimize"] = True
+        study._storage.set_trial_system_attr(trial._trial_id, KEY_KNEE, record)
         return decision.stop
 
 
@@ -173,6 +282,16 @@ def decision_record(decision: KneeDecision, epoch: int) -> dict[str, Any]:
             rmse=_finite(fit.rmse),
             r2=_finite(fit.r2),
             message=fit.message,
+        )
+    estimate = decision.improvement
+    if estimate is not None:
+        record.update(
+            probability=_finite(estimate.probability),
+            tolerance=_finite(estimate.tolerance),
+            noise=_finite(estimate.noise),
+            expected_gain=_finite(estimate.expected_gain),
+            window_start=estimate.window,
+            horizon=estimate.horizon,
         )
     return record
 

@@ -83,7 +83,7 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
         death_backoff=config["death_backoff"],
         initial_score=config["initial_score"],
     )
-    pruner = KneePointPruner(**config.get("pruner", {}))
+    pruner = KneePointPruner.from_config(config.get("pruner", {}))
     return optuna.load_study(
         study_name=study_name, storage=resolved, sampler=sampler, pruner=pruner
     )
@@ -171,6 +171,9 @@ def check_config(study: Study, sampler: PlanningSampler, pruner: KneePointPruner
     """
     stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
     mine = {**sampler.config(), "pruner": pruner.config()}
+    if isinstance(stored, dict) and isinstance(stored.get("pruner"), dict):
+        # Configs stored before the pruner had rules ran the paper's.
+        stored = {**stored, "pruner": {"rule": "paper", **stored["pruner"]}}
     if stored is None:
         study._storage.set_study_system_attr(study._study_id, KEY_CONFIG, mine)
         return

@@ -15,6 +15,7 @@ import uuid
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
+from optuna.study import StudyDirection
 
 from optuna_opplan._heartbeat import Heartbeat
 from optuna_opplan._heartbeat import StalenessWatch
@@ -398,7 +399,7 @@ class _Worker:
             )
             return
         frozen = self.study._storage.get_trial(trial._trial_id)
-        values = self.pruner.curve_of(self.study, frozen)
+        values = self.pruner.decision_curve(self.study, frozen)
         n = len(values) - 1
         if n == 0:
             self._finish_failed(
@@ -413,7 +414,9 @@ class _Worker:
                 f"non-finite validation score at epoch {bad[0]}",
             )
             return
-        decision = self.pruner.decide(values)
+        decision = self.pruner.decide(
+            values, minimize=self.study.direction == StudyDirection.MINIMIZE
+        )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
             self._finish_failed(

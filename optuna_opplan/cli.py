@@ -209,13 +209,45 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    rank = _rank_of_environment()
+    if args.nproc_per_node is not None and args.nproc_per_node < 1:
+        raise CLIError(f"--nproc-per-node must be >= 1, but got {args.nproc_per_node}.")
+    if args.nproc_per_node is not None and args.grid_only:
+        raise CLIError(
+            "--grid-only trains the grid baseline's schedules, one process each: drop "
+            "--nproc-per-node (or start several workers)."
+        )
+    if rank not in (None, 0) and args.grid_only:
+        return 0  # under torchrun: the grid's schedules are single-process, rank 0's
     study = _load(args)
+    if args.nproc_per_node is not None and rank is None:
+        from optuna_opplan.video import launch
+
+        code = launch(main, (args.argv,), nproc_per_node=args.nproc_per_node)
+        if code:
+            raise CLIError(
+                f"a rank of the {args.nproc_per_node}-process worker failed (exit code {code}); "
+                "its transition is retried: start the worker again."
+            )
+        return 0
     config = _config_of(args, study)
     _, _, setup, grid_mod, _ = _video()
     splits = setup.build_splits(config)
     if not args.grid_only:
         trainer = setup.build_trainer(config, splits)
-        done = run_worker(study, trainer, heartbeat_interval=args.heartbeat_interval)
+        if rank is not None:
+            from optuna_opplan.video import run_distributed_worker
+
+            done = run_distributed_worker(
+                study,
+                trainer,
+                timeout=args.collective_timeout,
+                heartbeat_interval=args.heartbeat_interval,
+            )
+            if rank != 0:
+                return 0  # the grid baseline's schedules are single-process: rank 0 takes them
+        else:
+            done = run_worker(study, trainer, heartbeat_interval=args.heartbeat_interval)
         print(f"worker: trained {done} transitions; planning complete.")
     grid = grid_mod.load_grid_study(study, config)
     if grid is not None and not args.no_grid:
@@ -225,6 +257,13 @@ def _worker(args: argparse.Namespace) -> int:
         )
         print(f"worker: trained {done} grid schedules.")
     return 0
+
+
+def _rank_of_environment() -> int | None:
+    # Set by `--nproc-per-node`'s launcher and by torchrun: this process is one rank.
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"])
+    return None
 
 
 def _grid_cmd(args: argparse.Namespace) -> int:
@@ -339,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat-interval", type=float, default=10.0)
     worker.add_argument("--no-grid", action="store_true", help="Skip the grid baseline.")
     worker.add_argument("--grid-only", action="store_true", help="Only train grid schedules.")
+    worker.add_argument(
+        "--nproc-per-node",
+        type=int,
+        help="Train each transition with DistributedDataParallel over this many processes "
+        "(one per GPU; gloo on CPU). Under torchrun, leave it out: each process is a rank.",
+    )
+    worker.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=1800.0,
+        help="Seconds a rank waits for a silent one before the group is declared broken.",
+    )
     worker.set_defaults(func=_worker)
 
     grid = sub.add_parser("grid", help="Create the hand-tuned grid-search baseline study.")
@@ -373,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``opplan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except CLIError as exc:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 
 import optuna_opplan as op
 from optuna_opplan._protocol import KEY_EPOCH0
 from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_SOURCE_TRIAL
 
 
 def _rise_and_fall(t: int) -> float:
@@ -111,3 +113,124 @@ def test_a_reported_step_zero_replaces_the_inherited_point() -> None:
     frozen = study._storage.get_trial(trial._trial_id)
     assert pruner.curve_of(study, frozen)[0] == 0.2
     assert not trial.should_prune()
+
+
+def _noisy(base, seed: int = 0, scale: float = 0.005):
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(500)
+    return lambda t: base(t) + scale * noise[t]
+
+
+_CURVES = {
+    "rise and fall": _rise_and_fall,
+    "noisy saturating": _noisy(lambda t: 0.8 - 0.7 * math.exp(-t / 6)),
+    "noisy plateau": _noisy(lambda t: 0.6, seed=1),
+    "flat at chance": _noisy(lambda t: 0.001, seed=2, scale=0.0003),
+}
+
+
+@pytest.mark.parametrize("rule", ["paper", "improve"])
+@pytest.mark.parametrize("name", list(_CURVES))
+def test_a_minimised_study_stops_where_the_negated_curve_maximised_does(rule, name) -> None:
+    curve = _CURVES[name]
+    outcomes = []
+    peaks = []
+    for direction, sign in (("maximize", 1.0), ("minimize", -1.0)):
+        pruner = op.KneePointPruner(rule=rule, delay=5, max_epochs=60)
+        study = optuna.create_study(direction=direction, pruner=pruner)
+        trial = study.ask()
+        # A fine-tuning transition: the engine supplies its source and starting score.
+        study._storage.set_trial_system_attr(trial._trial_id, KEY_SOURCE_TRIAL, 0)
+        study._storage.set_trial_system_attr(trial._trial_id, KEY_EPOCH0, sign * curve(0))
+        for epoch in range(1, 61):
+            trial.report(sign * curve(epoch), epoch)
+            if trial.should_prune():
+                break
+        record = study._storage.get_trial_system_attrs(trial._trial_id)[KEY_KNEE]
+        outcomes.append((epoch, record["keep_epoch"], record["reason"], record.get("probability")))
+        peaks.append(sign * record["fitted_peak"] if record.get("fitted_peak") else None)
+    assert outcomes[0] == outcomes[1]
+    # The recorded fit is in the study's own units.
+    assert peaks[0] == pytest.approx(peaks[1])
+
+
+@pytest.mark.parametrize("rule", ["paper", "improve"])
+def test_an_unmeasured_epoch_zero_is_the_first_epoch_for_a_loss(rule) -> None:
+    # No source checkpoint and no step 0: the configured 0 would be a perfect loss.
+    loss = _CURVES["noisy saturating"]
+    outcomes = []
+    for direction, sign in (("maximize", 1.0), ("minimize", -1.0)):
+        study = optuna.create_study(
+            direction=direction, pruner=op.KneePointPruner(rule=rule, delay=5, max_epochs=60)
+        )
+        trial = study.ask()
+        if direction == "maximize":
+            trial.report(loss(1), 0)  # the maximised twin measures epoch 0 = epoch 1
+        for epoch in range(1, 61):
+            trial.report(sign * loss(epoch), epoch)
+            if trial.should_prune():
+                break
+        record = study._storage.get_trial_system_attrs(trial._trial_id)[KEY_KNEE]
+        outcomes.append((epoch, record["keep_epoch"], record["reason"]))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_config_names_the_rule_and_its_settings() -> None:
+    paper = op.KneePointPruner(rule="paper")
+    assert paper.config() == {
+        "rule": "paper",
+        "delay": 10,
+        "max_epochs": 200,
+        "curve": "exponential",
+        "keep": "best",
+        "loss": "linear",
+    }
+    improve = op.KneePointPruner(rule="improve", threshold=0.05)
+    assert improve.config() == {
+        "rule": "improve",
+        "delay": 4,
+        "max_epochs": 200,
+        "threshold": 0.05,
+        "min_delta": 0.0,
+        "noise_factor": 1.5,
+    }
+    for pruner in (paper, improve):
+        assert op.KneePointPruner.from_config(pruner.config()).config() == pruner.config()
+    # A config stored before rules existed ran the paper's rule.
+    old = {"delay": 7, "max_epochs": 50, "curve": "power", "keep": "knee", "loss": "linear"}
+    assert op.KneePointPruner.from_config(old).rule == "paper"
+
+
+def test_the_improve_rule_records_what_it_decided_on() -> None:
+    pruner = op.KneePointPruner(rule="improve", max_epochs=100)
+    epoch, _, record = _run(pruner, _CURVES["noisy saturating"])
+    assert record["rule"] == "improve"
+    assert record["reason"] == "no_improvement"
+    assert record["threshold"] == pruner.threshold
+    assert 0.0 <= record["probability"] < pruner.threshold
+    assert record["tolerance"] > 0.0 and record["noise"] >= 0.0
+    assert record["fit_ok"] is True  # the planner's fitted score
+    assert epoch < 60
+
+
+def test_the_improve_rule_never_stops_a_run_flat_at_chance() -> None:
+    pruner = op.KneePointPruner(rule="improve", delay=3, max_epochs=80)
+    epoch, decisions, record = _run(pruner, _CURVES["flat at chance"])
+    assert epoch == 80 and not any(decisions[:-1])
+    assert record["reason"] == "max_epochs"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rule": "knee"}, "`rule` must be one of"),
+        ({"threshold": 0.0}, "`threshold` must be a number in (0, 1), but got threshold=0.0."),
+        ({"threshold": "0.1"}, "`threshold` must be a number in (0, 1)"),
+        ({"min_delta": -1.0}, "`min_delta` must be a non-negative number"),
+        ({"noise_factor": math.nan}, "`noise_factor` must be a non-negative number"),
+    ],
+)
+def test_invalid_rule_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        op.KneePointPruner(**kwargs)
+    assert message in str(err.value)

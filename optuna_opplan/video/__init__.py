@@ -11,6 +11,9 @@ from optuna_opplan.video._checkpoint import CheckpointStore  # noqa: E402
 from optuna_opplan.video._config import ConfigError  # noqa: E402
 from optuna_opplan.video._config import PlanConfig  # noqa: E402
 from optuna_opplan.video._dataset import VideoDataset  # noqa: E402
+from optuna_opplan.video._distributed import DistributedWorkerError  # noqa: E402
+from optuna_opplan.video._distributed import launch  # noqa: E402
+from optuna_opplan.video._distributed import run_distributed_worker  # noqa: E402
 from optuna_opplan.video._errors import VideoReadError  # noqa: E402
 from optuna_opplan.video._listfile import VIDEO_EXTENSIONS  # noqa: E402
 from optuna_opplan.video._listfile import VideoEntry  # noqa: E402
@@ -34,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "ConfigError",
+    "DistributedWorkerError",
     "PlanConfig",
     "Schedule",
     "ScheduleResult",
@@ -41,6 +45,8 @@ __all__ = [
     "TrainerConfig",
     "TransitionTrainer",
     "evaluate",
+    "launch",
+    "run_distributed_worker",
     "train_schedule",
     "ClipTransform",
     "SAMPLINGS",

@@ -121,10 +121,23 @@ class Runner:
         self.config = config
         self.num_classes = num_classes
         self.device = config.resolved_device()
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    "The trainer's device is 'cuda' but torch sees no CUDA GPU (a CPU-only "
+                    f"torch {torch.__version__}, or no driver): use device='auto' or 'cpu'."
+                )
+            # A transition trains one clip shape: cuDNN benchmarks its kernels once and keeps
+            # the fastest (3D convolutions vary a lot between algorithms).
+            torch.backends.cudnn.benchmark = True
         if self.device.type == "cpu":
             cores = os.cpu_count() or 1
             threads = config.cpu_threads or max(1, cores - config.num_workers)
             torch.set_num_threads(threads)
+
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite (on every rank, when the training is distributed)."""
+        return bool(torch.isfinite(loss))
 
     def build_model(self) -> nn.Module:
         torch.manual_seed(self.config.seed)
@@ -191,7 +204,7 @@ class Runner:
             label = label.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=use_amp):
                 loss = classification_loss(model(clip), label)
-            if not torch.isfinite(loss):
+            if not self.all_finite(loss):
                 raise TransitionFailed(
                     f"the training loss became {loss.item()} at epoch {epoch} "
                     f"(lr {optimizer.param_groups[0]['lr']:g}, clip {dataset.clip_length})"
