@@ -433,6 +433,77 @@ def _table(phases: Sequence[Phase]) -> list[str]:
     return lines
 
 
+def inspect(argv: Sequence[str]) -> int:
+    """Check a SIGKILLs phase that is still running (or was cut short) from outside.
+
+    The workers still alive are found by their command lines; every other pid in the START
+    log is taken for a killed one (the soak's workers end only when killed or when the plan
+    is complete). Kill events are counted from the replacement workers' start times: a burst
+    starts several at once.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak inspect")
+    parser.add_argument("folder", type=Path, help="the phase's temporary folder")
+    parser.add_argument("--workers", type=int, default=16)
+    args = parser.parse_args(argv)
+    name = "SIGKILLs"
+    log, latency = args.folder / f"{name}-starts.log", args.folder / f"{name}-latency.log"
+    alive: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if "benchmarks.soak worker" in cmdline and f"--log={log}" in cmdline:
+            alive[int(proc.name)] = cmdline
+    if not alive:
+        raise SystemExit(f"no worker of {args.folder} is alive")
+    url = next(iter(alive.values())).split("--storage=")[1].split()[0]
+    settings = Settings()
+    phase = Phase(f"{name} (cut short)")
+    started = sorted(p.stat().st_mtime for p in args.folder.glob(f"{name}-w*.err"))
+    first = started[: args.workers]
+    replacements = started[len(first) :]
+    phase.workers_started = len(started)
+    phase.kills = len(replacements)
+    events: list[list[float]] = []
+    for t in replacements:
+        if events and t - events[-1][-1] < 1.0:
+            events[-1].append(t)
+        else:
+            events.append([t])
+    phase.bursts = [len(e) for e in events if len(e) > 1]
+    phase.wall = time.time() - (first[0] if first else time.time())
+    killed = {int(row[3]) for row in _parse(log) if row[0] == "START"} - set(alive)
+    busy_at_kill = 0
+    phase.kills_mid_transition = busy_at_kill
+    phase.load_after = load_average()
+    _check(phase, url, settings, log, killed)
+    for row in _parse(latency):
+        if row[0] == "ASK":
+            phase.asks.append(float(row[1]))
+        elif row[0] == "SCAN":
+            phase.scans.append(float(row[1]))
+        elif row[0] == "LOST":
+            phase.lost_claims += 1
+    # A live worker's RUNNING trial is in progress, not a duplicate.
+    phase.duplicates = [
+        d for d in phase.duplicates if not ("by live worker" in d and ": RUNNING," in d)
+    ]
+    running = sum(1 for t in phase.left_trials if "RUNNING" in t)
+    print("\n".join(_table([phase])))
+    print()
+    print("\n".join(_deaths_note([phase])))
+    print(
+        f"at {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: {phase.transitions} of "
+        f"{len(make_graph().transitions)} transitions complete, {running} RUNNING, "
+        f"{phase.left_over - running} WAITING; duplicates: {len(phase.duplicates)}; "
+        f"{phase.trials} trials; git commit of this inspection {_commit()}"
+    )
+    for problem in phase.duplicates[:20]:
+        print("  problem:", problem)
+    return 0
+
+
 def _deaths_note(phases: Sequence[Phase]) -> list[str]:
     lines = []
     for p in phases:
@@ -450,7 +521,7 @@ def _deaths_note(phases: Sequence[Phase]) -> list[str]:
                 for n, count in sorted(hist.items())
             )
             + (f"; the most: {worst[0][1]} deaths of `{worst[0][0]}`" if worst else "")
-            + ". Each such transition still completed exactly once.",
+            + (". Each such transition still completed exactly once." if p.complete else "."),
             "",
         ]
     return lines
@@ -492,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
+    if argv[:1] == ["inspect"]:
+        return inspect(argv[1:])
     if argv[:1] == ["reference"]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         Path(argv[1]).write_text(json.dumps(reference_plan(Settings())))
