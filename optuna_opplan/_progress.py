@@ -8,13 +8,13 @@ from typing import Any
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._attempts import Attempts
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import Winner
 from optuna_opplan._plan import resolve_states
 from optuna_opplan._protocol import FINISHED
 from optuna_opplan._protocol import IGNORED
 from optuna_opplan._protocol import KEY_RESULT
-from optuna_opplan._protocol import KEY_STALE
 from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan._protocol import PERMANENT
 from optuna_opplan._protocol import OutcomeKind
@@ -203,16 +203,14 @@ class Progress:
 
 
 def _classify(status: TransitionStatus, max_retries: int) -> None:
-    failures = 0
-    last_error = ""
+    attempts = Attempts()
     for trial in status.trials:
         kind, reason = outcome_of(trial)
         if trial.state == TrialState.COMPLETE and KEY_RESULT in trial.system_attrs:
             try:
                 result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
             except (TypeError, ValueError) as exc:
-                failures += 1
-                last_error = f"trial {trial.number} holds an unreadable result: {exc}"
+                attempts.add(trial, f"it holds an unreadable result: {exc}")
                 continue
             status.status = Status.DONE
             status.result = result
@@ -233,13 +231,10 @@ def _classify(status: TransitionStatus, max_retries: int) -> None:
         elif kind in IGNORED:
             continue
         else:
-            failures += 1
-            if KEY_STALE in trial.system_attrs and not reason:
-                reason = "its worker stopped sending heartbeats"
-            last_error = f"trial {trial.number}: {reason or 'failed'}"
-    status.failures = failures
+            attempts.add(trial)
+    status.failures = attempts.failures
     if status.running is not None:
         status.status = Status.RUNNING
-    elif failures > max_retries and status.waiting is None:
+    elif attempts.exhausted(max_retries) and status.waiting is None:
         status.status = Status.FAILED
-        status.reason = f"gave up after {failures} failed attempts; last: {last_error}"
+        status.reason = attempts.give_up_reason()
