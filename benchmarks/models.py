@@ -105,7 +105,7 @@ def _machine() -> str:
 
 def _contention_note(load_before: str) -> list[str]:
     cores = os.cpu_count() or 1
-    if max(float(value) for value in load_before.split()) <= cores:
+    if max(float(value) for value in load_before.replace(",", " ").split()) <= cores:
         return []
     return [
         f"Note: the machine was shared (load average above its {cores} CPUs): wall-clock "
