@@ -20,9 +20,10 @@ class Attempts:
 
     Example:
         >>> import optuna
+        >>> from optuna_opplan._protocol import KEY_OUTCOME
         >>> failed = optuna.trial.create_trial(
         ...     state=optuna.trial.TrialState.FAIL,
-        ...     system_attrs={"opplan:outcome": {"status": "error", "reason": "OOM"}},
+        ...     system_attrs={KEY_OUTCOME: {"status": "error", "reason": "OOM"}},
         ... )
         >>> attempts = Attempts.of([failed, failed])
         >>> attempts.failures, attempts.exhausted(max_retries=1)
