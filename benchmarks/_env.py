@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import platform
+import subprocess
 
 
 def cpu_model() -> str:
@@ -33,3 +34,27 @@ def machine() -> str:
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages: ``1.0, 2.0, 3.0``."""
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def git_commit() -> str:
+    """The commit a benchmark runs: ``abc1234``, with ``(uncommitted changes)`` when the
+    working tree differs from it, or ``unknown`` outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} (uncommitted changes)" if dirty else commit

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import scipy
 
+from benchmarks._env import git_commit
 from benchmarks.knee_rule import Segment
 from benchmarks.knee_rule import load_segments
 from optuna_opplan._knee import KNEE_CURVES
@@ -99,7 +100,8 @@ def main() -> None:
         "# Curve families on real learning curves (the paper's Table 1)\n\n"
         f"Command: `{command}` (from the repository root; fits took {elapsed:.0f} s with "
         f"{args.processes} processes)\n"
-        f"Date: {datetime.date.today().isoformat()}. Machine: {platform.machine()}, 2 cores, "
+        f"Date: {datetime.date.today().isoformat()}. Commit: {git_commit()}. "
+        f"Machine: {platform.machine()}, 2 cores, "
         f"CPU only, Python {platform.python_version()}, numpy {np.__version__}, "
         f"scipy {scipy.__version__}.\n"
         "Times per call are CPU time of the calling process (time.process_time), since the\n"

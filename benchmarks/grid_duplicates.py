@@ -37,6 +37,7 @@ import optuna
 from optuna.trial import TrialState
 import sqlalchemy
 
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from benchmarks._env import machine
 import optuna_opplan as op
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`)",
         "",
-        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; "
+        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; commit {git_commit()}; "
         f"machine: {machine()}; load average (1, 5, 15 min) before {load_before}, after "
         f"{load_average()}.{busy}",
         f"Versions: Python {platform.python_version()}, optuna {optuna.__version__}, "

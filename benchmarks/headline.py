@@ -24,6 +24,7 @@ from typing import Any
 import tomllib
 
 from benchmarks._env import cpu_model
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 import optuna_opplan
 from optuna_opplan.demo import DEMO_CONFIG
@@ -80,6 +81,7 @@ def write_markdown(rows: list[dict[str, Any]], before: str, after: str, argv: st
         f"- Command: `.venv/bin/python -m benchmarks.headline {argv}`".rstrip() + "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"optuna-opplan {optuna_opplan.__version__}",
+        f"- Commit: {git_commit()}",
         f"- Machine at start: {before}",
         f"- Machine at end: {after}",
         "- Setting: the embedded demo config (`optuna_opplan/demo.py`, DEMO_CONFIG) with the "

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import RandomSampler
 
 from benchmarks._env import cpu_model
+from benchmarks._env import git_commit
 from optuna_opplan.video import VideoDataset
 from optuna_opplan.video.synthetic import ensure_dataset
 
@@ -146,6 +147,7 @@ def main() -> None:
         "",
         f"Command: `{command}`",
         f"Date: {datetime.datetime.now().astimezone().isoformat(timespec='minutes')}",
+        f"Commit: {git_commit()}",
         f"Machine: {machine()}",
         f"Load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
         "(other processes share the cores; higher load means lower numbers)",

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-import sqlalchemy
 
 from benchmarks._env import cpu_model
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 import optuna_opplan as op
 from optuna_opplan._plan import resolve_states
@@ -90,6 +90,7 @@ def header_lines(title: str, command: str, load_at_start: str = "") -> list[str]
         "",
         f"- Command: `{command}` (from the repository root)",
         f"- Date: {info['date']}",
+        f"- Commit: {git_commit()}",
         f"- Machine: {info['nproc']} CPUs (`nproc`), {info['cpu']}, {info['platform']}",
         f"- Python {info['python']}, optuna {info['optuna']}, numpy {info['numpy']}",
         f"- Load average (1, 5, 15 min): {load}{load_average()} at the end",
@@ -198,24 +199,12 @@ def bench_pruner(points: tuple[int, ...], curves: int, calls: int) -> list[dict[
 
 
 # --------------------------------------------------------------------------------- ask
-# "sqlite+wal" is not what op.create_storage does: it shows what WAL mode with
-# synchronous=NORMAL (no fsync per commit) would change on this disk.
-STORAGES = ("sqlite", "sqlite+wal", "journal")
+# "sqlite" is what op.create_storage makes (WAL, synchronous=NORMAL, BEGIN IMMEDIATE).
+STORAGES = ("sqlite", "journal")
 
 
 def local_storage(kind: str, url: str) -> optuna.storages.BaseStorage:
-    storage = op.create_storage(url)
-    if kind == "sqlite+wal":
-        assert isinstance(storage, optuna.storages.RDBStorage)
-        engine = storage.engine
-
-        @sqlalchemy.event.listens_for(engine, "connect")
-        def _wal(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
-            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-        engine.dispose()
-    return storage
+    return op.create_storage(url)
 
 
 def single_worker_order(graph: op.TransitionGraph) -> list[op.Transition]:

@@ -51,6 +51,7 @@ import optuna
 from optuna.trial import TrialState
 import sqlalchemy
 
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from benchmarks._env import machine
 import optuna_opplan as op
@@ -637,7 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`, "
         "under `nice -n 10`)",
         "",
-        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; machine: {machine()}; "
+        f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; commit {git_commit()}; "
+        f"machine: {machine()}; "
         f"load average (1, 5, 15 min) before {load_before}, after {load_average()} "
         "(2 cores shared with other jobs; the soak's own 16 workers and server saturate "
         f"them); git commit {_commit()}.",

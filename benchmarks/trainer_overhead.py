@@ -51,6 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks._env import cpu_model
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from optuna_opplan.models import classification_loss
 from optuna_opplan.models import get_model
@@ -308,7 +309,7 @@ def main() -> None:
         "# Trainer overhead: `Runner.train_epoch` vs a minimal PyTorch loop",
         "",
         f"Command: `{command}` (from the repository root)",
-        f"Date: {date}; wall time {wall / 60:.1f} min",
+        f"Date: {date}; commit {git_commit()}; wall time {wall / 60:.1f} min",
         f"Machine: {cpu_model()}, nproc {os.cpu_count()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)",

@@ -8,6 +8,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._attempts import Attempts
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import Winner
 from optuna_opplan._plan import resolve_states
@@ -216,22 +217,18 @@ class Progress:
 
 
 def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> None:
-    failures = deaths = 0
-    last_error = last_death = ""
+    attempts = Attempts()
     for trial in status.trials:
         kind, reason = outcome_of(trial)
-        stale = KEY_STALE in trial.system_attrs
         if trial.state == TrialState.COMPLETE and KEY_RESULT in trial.system_attrs:
             try:
                 result = TransitionResult.from_dict(trial.system_attrs[KEY_RESULT])
             except (TypeError, ValueError) as exc:
-                failures += 1
-                status.died_last = False
-                last_error = f"trial {trial.number} holds an unreadable result: {exc}"
+                attempts.add(trial, f"it holds an unreadable result: {exc}")
                 continue
             status.status = Status.DONE
             status.result = result
-            status.failures, status.deaths = failures, deaths
+            status.failures, status.deaths = attempts.failures, attempts.deaths
             return
         if trial.state == TrialState.RUNNING:
             # Claims take the lowest-numbered waiting trial, so a running trial numbered above
@@ -245,37 +242,24 @@ def _classify(status: TransitionStatus, max_retries: int, max_deaths: int) -> No
         elif kind in PERMANENT:
             status.status = Status.FAILED
             status.reason = reason or str(kind)
-            status.failures, status.deaths = failures, deaths
+            status.failures, status.deaths = attempts.failures, attempts.deaths
             return
         elif kind in IGNORED:
             continue
-        elif stale and kind is None and KEY_WORKER not in trial.system_attrs:
+        elif (
+            KEY_STALE in trial.system_attrs
+            and kind is None
+            and KEY_WORKER not in trial.system_attrs
+        ):
             # Failed as stale before any worker ran it: a duplicate whose retiring worker
             # died midway (an orphan), or a claim whose process died at once. No attempt.
             continue
-        elif kind == OutcomeKind.DIED or (stale and kind in (None, OutcomeKind.OK)):
-            # Not the transition's fault as far as anyone can tell: a killed or preempted
-            # process, a lost machine (a result recorded but never told counts here too).
-            deaths += 1
-            status.died_last = True
-            worker = trial.system_attrs.get(KEY_WORKER)
-            last_death = (f"worker {worker}, " if worker else "") + f"trial {trial.number}"
         else:
-            failures += 1
-            status.died_last = False
-            last_error = f"trial {trial.number}: {reason or 'failed'}"
-    status.failures, status.deaths = failures, deaths
+            attempts.add(trial)
+    status.failures, status.deaths = attempts.failures, attempts.deaths
+    status.died_last = attempts.died_last
     if status.running is not None:
         status.status = Status.RUNNING
-    elif status.waiting is not None:
-        return
-    elif failures > max_retries:
+    elif attempts.exhausted(max_retries, max_deaths) and status.waiting is None:
         status.status = Status.FAILED
-        status.reason = f"gave up after {failures} failed attempts; last: {last_error}"
-    elif deaths > max_deaths:
-        status.status = Status.FAILED
-        status.reason = (
-            f"died {deaths} times: its worker stopped sending heartbeats each time (killed, "
-            f"out of memory, or its machine lost), more than max_deaths={max_deaths} allows; "
-            f"last {last_death}"
-        )
+        status.reason = attempts.give_up_reason(max_retries, max_deaths)

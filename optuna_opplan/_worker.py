@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-import contextlib
-from dataclasses import dataclass
 import functools
 import math
 import os
@@ -17,9 +15,6 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
 from optuna.study import StudyDirection
 
-from optuna_opplan._heartbeat import Heartbeat
-from optuna_opplan._heartbeat import StalenessWatch
-from optuna_opplan._heartbeat import fail_abandoned
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
 from optuna_opplan._protocol import CANCELLED
@@ -34,10 +29,12 @@ from optuna_opplan._protocol import finish_trial
 from optuna_opplan._pruner import KneePointPruner
 from optuna_opplan._queue import TransitionQueue
 from optuna_opplan._result import TransitionResult
+from optuna_opplan._run import Record
+from optuna_opplan._run import Step
+from optuna_opplan._run import TrialRunner
+from optuna_opplan._run import work_loop
 from optuna_opplan._sampler import PlanningSampler
-from optuna_opplan._storage import STORAGE_ERRORS
 from optuna_opplan._storage import harden_storage
-from optuna_opplan._storage import storage_pause
 from optuna_opplan._study import check_config
 from optuna_opplan._study import planning_parts
 
@@ -120,72 +117,24 @@ def run_worker(
     harden_storage(study._storage)
     check_config(study, sampler, pruner)
     worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
-    deadline = None if timeout is None else time.monotonic() + timeout
     if not study._storage.get_all_trials(study._study_id, deepcopy=False):
         # Workers started together would each enqueue every transition; a random pause lets
         # the first one's trials appear before the others look (duplicates are retired anyway).
         time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
-    wait = poll_interval
-    done = 0
-    storage_failures = 0
-    try:
-        while max_transitions is None or done < max_transitions:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            try:
-                if worker.settle():
-                    done += 1
-                progress = worker.queue.progress()
-                if progress.is_complete:
-                    # A retry two workers enqueued at once may still wait: retire it, so a
-                    # finished study holds no WAITING trial. An orphan (a duplicate whose
-                    # retiring worker died midway) is watched until it can be failed.
-                    worker.queue.reconcile(progress)
-                    if not progress.orphans:
-                        _logger.info(f"Plan complete: {progress.counts()}.")
-                        break
-                if worker.fail_stale(progress) or worker.queue.reconcile(
-                    progress, only=worker.to_enqueue(progress)
-                ):
-                    storage_failures = 0
-                    continue
-                outcome = worker.try_one(progress)
-            except STORAGE_ERRORS as exc:
-                storage_failures += 1
-                worker.storage_failed()
-                storage_pause(study._storage, exc, storage_failures, worker.unrecorded())
-                continue
-            storage_failures = 0
-            if outcome == "ran":
-                done += 1
-                wait = poll_interval
-            elif outcome == "idle":
-                # Jitter keeps a fleet of idle workers from polling the storage in lockstep.
-                time.sleep(wait * random.uniform(0.75, 1.25))
-                wait = min(wait * 1.5, max_poll_interval)
-    finally:
-        if worker.pending is not None:  # leaving on a timeout or an error: one last try
-            with contextlib.suppress(*STORAGE_ERRORS):
-                worker.settle()
-        worker.abandon()
-    return done
-
-
-@dataclass
-class _Pending:
-    """A transition whose objective returned, and the call that records its outcome."""
-
-    trial_id: int
-    key: str
-    heartbeat: Heartbeat
-    record: Callable[[], None] = lambda: None
-    held: bool = False  # an outage already held it back once
-
-    def describe(self) -> str:
-        return f"trial id {self.trial_id} ({self.key})"
+    return work_loop(
+        worker.runner,
+        worker.scan,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        max_runs=max_transitions,
+        timeout=timeout,
+    )
 
 
 class _Worker:
+    """One planning worker: scans the study, enqueues what became ready, fails abandoned
+    trials and trains one ready transition per scan (through a :class:`TrialRunner`)."""
+
     def __init__(
         self,
         study: Study,
@@ -201,11 +150,15 @@ class _Worker:
         self.sampler = sampler
         self.pruner = pruner
         self.queue = TransitionQueue(study, sampler)
-        self.heartbeat_interval = heartbeat_interval
         self.catch = catch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._watch = StalenessWatch(grace)
-        self.pending: _Pending | None = None
+        self.runner = TrialRunner(
+            study._storage,
+            name=self.name,
+            heartbeat_interval=heartbeat_interval,
+            grace=grace,
+            on_settled=self.finished,
+        )
         # Who enqueues a transition that became ready: the worker whose own act made it
         # ready (it finished a transition into its source, or an attempt of it failed) sees
         # it first, in the scan right after. Others wait `defer` seconds of their own clock
@@ -218,6 +171,23 @@ class _Worker:
         # Retries after a death wait their delay from when this worker first saw them, on its
         # own clock: machines whose clocks differ still never take one early.
         self._waiting_since: dict[int, float] = {}
+
+    def scan(self) -> Step:
+        """One look at the study, and what it led to (see :func:`work_loop`)."""
+        progress = self.queue.progress()
+        if progress.is_complete:
+            # A retry two workers enqueued at once may still wait: retire it, so a finished
+            # study holds no WAITING trial. An orphan (a duplicate whose retiring worker died
+            # midway) is watched until it can be failed.
+            self.queue.reconcile(progress)
+            if not progress.orphans:
+                _logger.info(f"Plan complete: {progress.counts()}.")
+                return Step.FINISHED
+        if self.fail_stale(progress) or self.queue.reconcile(
+            progress, only=self.to_enqueue(progress)
+        ):
+            return Step.AGAIN
+        return self.try_one(progress)
 
     def finished(self, key: str) -> None:
         """Take the duty to enqueue what the end of transition ``key`` makes ready: its own
@@ -240,9 +210,7 @@ class _Worker:
     def fail_stale(self, progress: Progress) -> bool:
         runs = [s.running for s in progress.with_status(Status.RUNNING) if s.running is not None]
         failed = False
-        for trial, silent_for in self._watch.stale(runs + progress.orphans):
-            if not fail_abandoned(self.study._storage, trial, self.name, silent_for):
-                continue
+        for trial, silent_for in self.runner.fail_stale(runs + progress.orphans):
             failed = True
             key = str(trial.system_attrs.get(KEY_TRANSITION))
             self.finished(key)
@@ -274,8 +242,8 @@ class _Worker:
                 waiting.add(status.transition.key)
         return waiting
 
-    def try_one(self, progress: Progress) -> str:
-        """Claim and train one ready transition: "ran", "lost" (a race: rescan) or "idle"."""
+    def try_one(self, progress: Progress) -> Step:
+        """Claim and train one ready transition: RAN, AGAIN (a race was lost) or IDLE."""
         lost = False
         backing_off = self.backing_off(progress)
         for status in progress.with_status(Status.READY):
@@ -288,36 +256,27 @@ class _Worker:
                 if trial_id is None:
                     lost = True
                     continue
-                self._train(status, trial_id)
+                self.runner.run(
+                    trial_id,
+                    status.transition.key,
+                    functools.partial(self._run, status, trial_id),
+                    functools.partial(self._errored, trial_id),
+                )
             except UpdateFinishedTrialError as exc:
                 # Another worker saw no heartbeat within its grace period (a stalled or
                 # overloaded machine) and failed the trial before its objective started; the
                 # transition gets a new trial, and this worker must live on to take work.
                 _logger.warning(f"Trial of {status.transition.key} was failed meanwhile: {exc}")
-                return "lost"
-            return "ran"
-        return "lost" if lost else "idle"
+                return Step.AGAIN
+            return Step.RAN
+        return Step.AGAIN if lost else Step.IDLE
 
-    def _train(self, status: TransitionStatus, trial_id: int) -> None:
-        self.study._storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
-        heartbeat = Heartbeat(self.study._storage, trial_id, self.heartbeat_interval)
-        heartbeat.start()
-        pending = _Pending(trial_id, status.transition.key, heartbeat)
-        try:
-            pending.record = self._run(status, trial_id)
-        except BaseException as exc:
-            pending.record = functools.partial(
-                self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
-            )
-            try:
-                self.settle(pending)
-            except STORAGE_ERRORS:
-                if isinstance(exc, STORAGE_ERRORS):
-                    raise  # an outage: run_worker waits and records the failure afterwards
-            raise
-        self.settle(pending)
+    def _errored(self, trial_id: int, exc: BaseException) -> Record:
+        return functools.partial(
+            self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
+        )
 
-    def _run(self, status: TransitionStatus, trial_id: int) -> Callable[[], None]:
+    def _run(self, status: TransitionStatus, trial_id: int) -> Record:
         """Run the objective on a claimed trial; return what records its outcome."""
         trial = self.queue.open_trial(trial_id)
         _logger.info(
@@ -343,88 +302,42 @@ class _Worker:
             )
         return functools.partial(self._finish, trial, status)
 
-    def settle(self, pending: _Pending | None = None) -> bool:
-        """Record a finished transition's outcome (by default the one an outage held back),
-        then stop its heartbeat; return whether there was one.
-
-        If the storage fails, the outcome and the heartbeat are kept and ``run_worker`` tries
-        again before its next scan: a transition trained through a database restart is
-        recorded once the database is back, not thrown away and trained again.
-        """
-        pending = pending or self.pending
-        if pending is None:
-            return False
-        self.pending = None
-        try:
-            pending.record()
-        except STORAGE_ERRORS:
-            if not pending.held:
-                _logger.warning(
-                    f"The outcome of {pending.describe()} could not be recorded (storage "
-                    "error): its heartbeat goes on and it is recorded when the storage is back."
-                )
-            pending.held = True
-            self.pending = pending
-            raise
-        finally:
-            if self.pending is not pending:
-                pending.heartbeat.stop()
-                CANCELLED.discard(pending.trial_id)
-        if pending.held:
-            _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
-        self.finished(pending.key)
-        return True
-
-    def unrecorded(self) -> str | None:
-        """The transition whose outcome waits for the storage, if any."""
-        return None if self.pending is None else self.pending.describe()
-
-    def abandon(self) -> None:
-        """Stop the heartbeat of an outcome that will never be recorded (the worker exits)."""
-        if self.pending is not None:
-            self.pending.heartbeat.stop()
-            CANCELLED.discard(self.pending.trial_id)
-            self.pending = None
-
     def storage_failed(self) -> None:
         """Restart the staleness clocks: while this worker could not read the storage, the
         others' heartbeats may have been written unseen (or failed like its own reads)."""
-        self._watch.forget()
+        self.runner.storage_failed()
 
-    def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> None:
+    def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> bool:
         if trial._trial_id in CANCELLED:
             _logger.warning(
                 f"Trial {trial.number} was failed by another worker while it trained; its "
                 "result is discarded (the transition is being retried)."
             )
-            return
+            return True
         frozen = self.study._storage.get_trial(trial._trial_id)
         values = self.pruner.decision_curve(self.study, frozen)
         n = len(values) - 1
         if n == 0:
-            self._finish_failed(
+            return self._finish_failed(
                 trial._trial_id, OutcomeKind.ERROR, "the objective reported no epoch"
             )
-            return
         bad = [e for e, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            self._finish_failed(
+            return self._finish_failed(
                 trial._trial_id,
                 OutcomeKind.FAILED,
                 f"non-finite validation score at epoch {bad[0]}",
             )
-            return
         decision = self.pruner.decide(
             values, minimize=self.study.direction == StudyDirection.MINIMIZE
         )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
-            self._finish_failed(
+            return self._finish_failed(
                 trial._trial_id,
                 OutcomeKind.FAILED,
                 f"no usable curve fit after {n} epochs: {reason}",
             )
-            return
         # The pruner's last decision on this same curve: decide() is a pure function of it.
         keep = decision.keep_epoch
         result = TransitionResult(
@@ -442,13 +355,15 @@ class _Worker:
                 f"Trial {trial.number} was failed by another worker before its result was "
                 "recorded; discarded (the transition is being retried)."
             )
-            return
+            return True
         _logger.info(
             f"Trial {trial.number} done: {status.transition.key}, score {result.score:.4f} "
             f"(observed {result.observed:.4f}), keep epoch {keep} of {n} ({decision.reason})."
         )
+        return True
 
-    def _finish_failed(self, trial_id: int, kind: OutcomeKind, reason: str) -> None:
-        if not fail_trial(self.study._storage, trial_id, kind, reason):
-            return
-        _logger.warning(f"Trial id {trial_id} failed ({kind}): {reason}")
+    def _finish_failed(self, trial_id: int, kind: OutcomeKind, reason: str) -> bool:
+        # A trial failed meanwhile by another worker still counts as this worker's run.
+        if fail_trial(self.study._storage, trial_id, kind, reason):
+            _logger.warning(f"Trial id {trial_id} failed ({kind}): {reason}")
+        return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -12,9 +14,13 @@ import pytest
 
 import optuna_opplan as op
 from optuna_opplan import dashboard
+from optuna_opplan.dashboard._graph_data import layout_of
+from optuna_opplan.dashboard._graph_figure import STYLES
+from optuna_opplan.dashboard._graph_figure import _node_score
+from optuna_opplan.dashboard._notes import _NoteTarget
 from optuna_opplan.simulation import SimulatedObjective
 
-PLAN_COLOR = dashboard._STYLES["plan"]["color"]
+PLAN_COLOR = STYLES["plan"]["color"]
 
 
 def _bad(value: Any) -> Any:
@@ -78,7 +84,7 @@ def _arrow_ends(fig: Any, color: str) -> set[tuple[float, float, float, float, s
 def _expected_ends(
     graph: op.TransitionGraph, transitions: Any
 ) -> set[tuple[float, float, float, float, str]]:
-    layout = dashboard._layout(graph)
+    layout = layout_of(graph)
     ends = set()
     for t in transitions:
         panel = layout.panel_of[t.target]
@@ -90,6 +96,53 @@ def _expected_ends(
 
 def _traces(fig: Any, tag: str) -> list[Any]:
     return [t for t in fig.data if (t.meta or {}).get("opplan") == tag]
+
+
+# ----------------------------------------------------------------------------- graph data
+def test_graph_view_is_data_and_needs_no_plotly() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['plotly'] = None  # any import of plotly fails\n"
+        "import optuna_opplan as op\n"
+        "from optuna_opplan.dashboard import graph_view\n"
+        "graph = op.TransitionGraph.basic(clip_lengths=(8, 16), learning_rates=(0.1,))\n"
+        "view = graph_view(graph, op.Progress(graph, []))\n"
+        "print(len(view.edges), len(view.nodes), view.kinds)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    graph = op.TransitionGraph.basic(clip_lengths=(8, 16), learning_rates=(0.1,))
+    assert out.stdout.split()[:2] == [str(len(graph.transitions)), str(len(graph.states))]
+
+
+def test_graph_view_marks_the_plan_failures_and_best_scores(
+    with_failure: tuple[op.TransitionGraph, optuna.Study, str],
+) -> None:
+    graph, study, failing = with_failure
+    view = dashboard.graph_view(graph, study)
+    plan = op.get_plan(study)
+    assert view.plan == plan
+    assert view.plan_path == [t.key for t in plan.transitions]
+    kinds = {e.transition.key: e.kind for e in view.edges}
+    assert [k for k, kind in kinds.items() if kind == "plan"] == view.plan_path
+    assert kinds[failing] == "failed"
+    assert {kinds[t.key] for t in graph.transitions} <= {"plan", "done", "failed"}
+    by_key = {e.transition.key: e for e in view.edges}
+    assert by_key[failing].label == "✕ failed" and by_key[failing].score is None
+    progress = op.get_progress(study)
+    for edge in view.edges:
+        result = progress.statuses[edge.transition.key].result
+        if result is not None:
+            assert edge.score == result.edge_score(progress.score)
+        epochs = edge.plan_epochs
+        assert (epochs is None) == (edge.kind != "plan")
+    stages = dict(zip(view.plan_path, (r.epochs for r in plan.results)))
+    assert {e.transition.key: e.plan_epochs for e in view.edges if e.kind == "plan"} == stages
+    for node in view.nodes:
+        winner = progress.winners.get(node.state)
+        assert node.best == (None if winner is None else winner.score)
+        assert node.on_plan == (node.state in {t.target for t in plan.transitions})
+    assert view.title.startswith(f"Transition graph: plan {plan.score:.4f}")
 
 
 # --------------------------------------------------------------------------- graph figure
@@ -115,7 +168,7 @@ def test_graph_figure_draws_every_transition_and_highlights_the_plan(
     for stage_epochs in plan.epochs:
         assert any(f"<b>{stage_epochs} ep</b>" in label for label in labels)
     # The plan's states are drawn with the plan colour, the others not.
-    layout = dashboard._layout(graph)
+    layout = layout_of(graph)
     for panel, trace in enumerate(_traces(fig, "states")):
         states = [s for s in graph.states if layout.panel_of[s] == panel]
         assert list(zip(trace.x, trace.y)) == [layout.pos[s] for s in states]
@@ -125,7 +178,7 @@ def test_graph_figure_draws_every_transition_and_highlights_the_plan(
 
 def test_graph_figure_lays_states_out_as_the_paper() -> None:
     graph = op.TransitionGraph.extended()
-    layout = dashboard._layout(graph)
+    layout = layout_of(graph)
     cases = [
         ({"sampling": "consecutive", "clip_length": 16, "lr": 0.01}, 0, (0.0, 0.0)),
         ({"sampling": "consecutive", "clip_length": 64, "lr": 0.01}, 0, (2.0, 0.0)),
@@ -154,7 +207,7 @@ def test_graph_figure_scores_edges_and_states(
     node_text = [text for trace in _traces(fig, "states") for text in trace.text]
     winner = progress.winners[op.get_plan(study).goal]
     assert winner is not None
-    assert dashboard._node_score(winner.score) in node_text
+    assert _node_score(winner.score) in node_text
 
 
 def test_failed_edges_are_dashed_and_red(
@@ -164,7 +217,7 @@ def test_failed_edges_are_dashed_and_red(
     fig = dashboard.graph_figure(graph, study)
     (failed,) = _traces(fig, "edges:failed")
     assert failed.line.dash == "dash"
-    assert failed.line.color == dashboard._STYLES["failed"]["color"]
+    assert failed.line.color == STYLES["failed"]["color"]
     (x0, y0, x1, y1, _) = _expected_ends(graph, [graph.transition(failing)]).pop()
     assert list(failed.x) == [x0, x1, None]
     assert list(failed.y) == [y0, y1, None]
@@ -213,7 +266,7 @@ def test_running_transition_is_drawn_while_it_trains() -> None:
 
     _study(graph, objective)
     assert "1 running" in seen["graph"].layout.title.text
-    assert len(_arrow_ends(seen["graph"], dashboard._STYLES["running"]["color"])) == 1
+    assert len(_arrow_ends(seen["graph"], STYLES["running"]["color"])) == 1
     assert "epochs so far" in seen["curve"].layout.title.text
     assert [t.meta["opplan"] for t in seen["curve"].data] == ["epoch0", "reported"]
     assert seen["ids"] == [dashboard.GRAPH_FIGURE_ID]  # no finished transition yet: no curves
@@ -257,7 +310,7 @@ def test_explicit_plan_is_highlighted_on_a_partial_study() -> None:
 )
 def test_generic_graphs_get_distinct_positions(axes: list[op.Axis], rule: str) -> None:
     graph = op.TransitionGraph(axes, rule=rule)
-    layout = dashboard._layout(graph)
+    layout = layout_of(graph)
     for panel in range(len(layout.panels)):
         spots = [layout.pos[s] for s in graph.states if layout.panel_of[s] == panel]
         assert len(spots) == len(set(spots))
@@ -401,7 +454,7 @@ def test_publish_is_idempotent_and_notes_every_finished_transition(
     assert dashboard.plan_markdown(op.get_plan(study)) in note
     assert "| failed transition | reason |" in note and failing in note
     for trial in study.trials:
-        body = optuna_dashboard.get_note(dashboard._NoteTarget(study, trial._trial_id))
+        body = optuna_dashboard.get_note(_NoteTarget(study, trial._trial_id))
         assert f"entry #{trial.number}" in body
         if trial.state == optuna.trial.TrialState.COMPLETE:
             knee = trial.system_attrs["opplan:result"]["knee_epoch"]

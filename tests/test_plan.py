@@ -82,6 +82,16 @@ def test_dp_against_brute_force(seed: int) -> None:
     # ... whose every edge is its target's best incoming transition (the DP's invariant).
     for t in plan.transitions:
         assert results[t.key].score == best_incoming(t.target)
+    # Among such paths to the best goals, the plan is one of the fewest epochs in all,
+    # upstream stages included (the tie-break).
+    best = [
+        p
+        for g in graph.goal_states
+        for p in paths[g]
+        if results[p[-1].key].score == plan.score
+        and all(results[t.key].score == best_incoming(t.target) for t in p)
+    ]
+    assert plan.total_epochs == min(sum(results[t.key].epochs for t in p) for p in best)
     # Epochs per stage, with 0-epoch stages dropped.
     trained = [results[t.key] for t in plan.transitions if results[t.key].epochs > 0]
     assert list(plan.epochs) == [r.epochs for r in trained]
@@ -119,6 +129,23 @@ def test_ties_go_to_the_shorter_schedule() -> None:
     results[slow.key] = op.TransitionResult(0.9, 0.9, epochs=20)
     results[fast.key] = op.TransitionResult(0.9, 0.9, epochs=1)
     assert op.compute_plan(graph, results).transitions[-1] == fast
+
+
+def test_ties_count_the_epochs_upstream() -> None:
+    # Equal scores into the goal: the edge of fewer epochs of its own loses when its path
+    # spent more before it.
+    graph = _chain_graph()
+    goal = graph.goal_states[0]
+    cheap_edge, short_path = sorted(graph.predecessors(goal), key=lambda t: t.source is None)
+    assert cheap_edge.source is not None
+    results = {t.key: op.TransitionResult(0.5, 0.5, epochs=1) for t in graph.transitions}
+    for t in graph.predecessors(cheap_edge.source):
+        results[t.key] = op.TransitionResult(0.5, 0.5, epochs=30)
+    results[cheap_edge.key] = op.TransitionResult(0.9, 0.9, epochs=1)
+    results[short_path.key] = op.TransitionResult(0.9, 0.9, epochs=5)
+    plan = op.compute_plan(graph, results)
+    assert plan.transitions[-1] == short_path
+    assert plan.total_epochs < 30
 
 
 def test_score_kind_changes_the_winner() -> None:

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Sequence
+import functools
 import itertools
 import os
-import random
 import socket
-import time
 from typing import Any
 
 import optuna
@@ -14,10 +13,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
-from optuna_opplan._heartbeat import Heartbeat
-from optuna_opplan._heartbeat import StalenessWatch
-from optuna_opplan._heartbeat import fail_abandoned
-from optuna_opplan._protocol import CANCELLED
+from optuna_opplan._attempts import Attempts
 from optuna_opplan._protocol import KEY_ATTEMPT
 from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._protocol import KEY_GRID_STUDY
@@ -27,8 +23,10 @@ from optuna_opplan._protocol import OutcomeKind
 from optuna_opplan._protocol import claim_trial
 from optuna_opplan._protocol import fail_trial
 from optuna_opplan._protocol import finish_trial
-from optuna_opplan._storage import STORAGE_ERRORS
-from optuna_opplan._storage import storage_pause
+from optuna_opplan._run import Record
+from optuna_opplan._run import Step
+from optuna_opplan._run import TrialRunner
+from optuna_opplan._run import work_loop
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._setup import Splits
@@ -172,12 +170,15 @@ def run_grid_worker(
 ) -> int:
     """Claim waiting grid trials one at a time (atomically) until every one is finished.
 
-    Like :func:`~optuna_opplan.run_worker`: a running schedule sends heartbeats, and one
+    Runs them as :func:`~optuna_opplan.run_worker` runs transitions (the same
+    :class:`~optuna_opplan._run.TrialRunner`): a running schedule sends heartbeats, and one
     whose worker went silent for ``grace_period`` seconds (default: 6 heartbeats) is failed
     and enqueued again, so a killed worker's schedule is not left RUNNING forever. A worker
     therefore waits while other workers' schedules run. A schedule whose objective raises
-    is failed and enqueued again too, at most ``max_retries`` times per grid point. A storage
-    error is retried with backoff, then :class:`~optuna_opplan.StorageUnavailableError`.
+    is failed and enqueued again too, at most ``max_retries`` times per grid point (counted
+    as transitions' attempts are). A storage error is retried with backoff, then
+    :class:`~optuna_opplan.StorageUnavailableError`; an outcome it held back is recorded
+    once the storage is back.
 
     Returns:
         The number of grid trials this worker completed.
@@ -188,86 +189,101 @@ def run_grid_worker(
             "`grace_period` must be longer than a positive `heartbeat_interval`, but got "
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
-    storage = study._storage
-    name = f"{socket.gethostname()}:{os.getpid()}:grid"
-    watch = StalenessWatch(grace)
-    done = 0
-    wait = poll_interval
-    failures = 0
-    while True:
-        try:
-            trials = storage.get_all_trials(study._study_id, deepcopy=False)
-            failures = 0
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            silent = watch.stale(running)
-            for frozen, silent_for in silent:
-                if fail_abandoned(storage, frozen, name):
-                    _logger.warning(
-                        f"Grid trial {frozen.number} had no heartbeat for {silent_for:.0f}s: "
-                        "failed it; it will be run again."
-                    )
-                    _enqueue_again(study, frozen, max_retries)
-            if silent:
-                continue
-            waiting = [t for t in trials if t.state == TrialState.WAITING]
-            if not waiting and not running:
-                return done
-            claimed = next((t for t in waiting if claim_trial(storage, t._trial_id)), None)
-            if claimed is None:
-                # Others' schedules still run: wait, to take over any whose worker dies.
-                time.sleep(wait * random.uniform(0.75, 1.25))
-                wait = min(wait * 1.5, max_poll_interval)
-                continue
-            wait = poll_interval
-            done += _run_grid_trial(study, claimed, objective, heartbeat_interval, max_retries)
-        except STORAGE_ERRORS as exc:
-            failures += 1
-            watch.forget()
-            storage_pause(storage, exc, failures, None)
+    worker = _GridWorker(study, objective, max_retries)
+    worker.runner = TrialRunner(
+        study._storage,
+        name=f"{socket.gethostname()}:{os.getpid()}:grid",
+        heartbeat_interval=heartbeat_interval,
+        grace=grace,
+    )
+    return work_loop(
+        worker.runner,
+        worker.scan,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+    )
 
 
-def _run_grid_trial(
-    study: Study,
-    claimed: FrozenTrial,
-    objective: Callable[[optuna.Trial], float],
-    heartbeat_interval: float,
-    max_retries: int,
-) -> int:
-    """Train a claimed grid trial under a heartbeat; 1 if this worker completed it."""
-    heartbeat = Heartbeat(study._storage, claimed._trial_id, heartbeat_interval)
-    heartbeat.start()
-    try:
-        trial = optuna.Trial(study, claimed._trial_id)
+class _GridWorker:
+    def __init__(
+        self, study: Study, objective: Callable[[optuna.Trial], float], max_retries: int
+    ) -> None:
+        self.study = study
+        self.objective = objective
+        self.max_retries = max_retries
+        self.runner: TrialRunner
+
+    def scan(self) -> Step:
+        storage = self.study._storage
+        trials = storage.get_all_trials(self.study._study_id, deepcopy=False)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        failed = False
+        for frozen, silent_for in self.runner.fail_stale(running):
+            _logger.warning(
+                f"Grid trial {frozen.number} had no heartbeat for {silent_for:.0f}s: "
+                "failed it; it will be run again."
+            )
+            self._enqueue_again(frozen)
+            failed = True
+        if failed:
+            return Step.AGAIN
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if not waiting and not running:
+            return Step.FINISHED
+        claimed = next((t for t in waiting if claim_trial(storage, t._trial_id)), None)
+        if claimed is None:
+            # Others' schedules still run: wait, to take over any whose worker dies.
+            return Step.IDLE
+        counted = self.runner.run(
+            claimed._trial_id,
+            f"grid trial {claimed.number}",
+            functools.partial(self._run, claimed),
+            functools.partial(self._errored, claimed),
+        )
+        return Step.RAN if counted else Step.AGAIN
+
+    def _run(self, claimed: FrozenTrial) -> Record:
+        trial = optuna.Trial(self.study, claimed._trial_id)
         try:
-            value = objective(trial)
+            value = self.objective(trial)
         except Exception as exc:
             _logger.warning(f"Grid trial {trial.number} failed: {exc!r}", exc_info=True)
-            reason = f"{type(exc).__name__}: {exc}"
-            if fail_trial(study._storage, claimed._trial_id, OutcomeKind.ERROR, reason):
-                _enqueue_again(study, claimed, max_retries)
-            return 0
-        if not finish_trial(study, trial, value):
+            return self._errored(claimed, exc)
+        return functools.partial(self._finish, trial, value)
+
+    def _finish(self, trial: optuna.Trial, value: float) -> bool:
+        if not finish_trial(self.study, trial, value):
             # Judged abandoned while it trained (a stalled machine): another worker reruns it.
             _logger.warning(f"Grid trial {trial.number} was failed meanwhile; discarded.")
-            return 0
+            return False
         _logger.info(f"Grid trial {trial.number}: val {value:.4f}")
-        return 1
-    finally:
-        heartbeat.stop()
-        CANCELLED.discard(claimed._trial_id)
+        return True
 
+    def _errored(self, claimed: FrozenTrial, exc: BaseException) -> Record:
+        def record() -> bool:
+            reason = f"{type(exc).__name__}: {exc}"
+            if fail_trial(self.study._storage, claimed._trial_id, OutcomeKind.ERROR, reason):
+                self._enqueue_again(claimed)
+            return False
 
-def _enqueue_again(study: Study, failed: FrozenTrial, max_retries: int) -> None:
-    attempt = int(failed.system_attrs.get(KEY_ATTEMPT, 1))
-    if attempt > max_retries:
-        _logger.warning(f"Grid trial {failed.number} failed {attempt} times; giving it up.")
-        return
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            system_attrs={
-                "fixed_params": failed.system_attrs.get("fixed_params", {}),
-                KEY_ATTEMPT: attempt + 1,
-            },
+        return record
+
+    def _enqueue_again(self, failed: FrozenTrial) -> None:
+        point = failed.system_attrs.get("fixed_params", {})
+        attempts = Attempts.of(
+            t
+            for t in self.study._storage.get_all_trials(
+                self.study._study_id, deepcopy=False, states=(TrialState.FAIL,)
+            )
+            if t.system_attrs.get("fixed_params", {}) == point
         )
-    )
+        if attempts.exhausted(self.max_retries):
+            reason = attempts.give_up_reason(self.max_retries)
+            _logger.warning(f"Grid point {point} given up: {reason}.")
+            return
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                system_attrs={"fixed_params": point, KEY_ATTEMPT: attempts.failures + 1},
+            )
+        )
