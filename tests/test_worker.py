@@ -21,6 +21,7 @@ from optuna_opplan._protocol import KEY_RESULT
 from optuna_opplan._protocol import KEY_RETRY_DELAY
 from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan._queue import TransitionQueue
+from optuna_opplan._run import Step
 from optuna_opplan._study import check_config
 from optuna_opplan.simulation import SimulatedObjective
 
@@ -620,13 +621,13 @@ def test_a_retry_after_a_death_waits_its_backoff_on_each_workers_own_clock(
         (2, 2.0),
     ]
     # Nothing else is ready, and the retries wait 2 s from when this worker first saw them.
-    assert observer.try_one(scan(1.2)) == "idle"
-    assert observer.try_one(scan(3.1)) == "idle"
+    assert observer.try_one(scan(1.2)) == Step.IDLE
+    assert observer.try_one(scan(3.1)) == Step.IDLE
     # A worker started meanwhile counts from its own first look.
     late = _engine_worker(study, grace=1.0)
     keys = {s.transition.key for s in starts}
     assert late.backing_off(scan(2.5)) == keys
-    assert observer.try_one(scan(3.3)) == "ran"
+    assert observer.try_one(scan(3.3)) == Step.RAN
     assert len(late.backing_off(scan(4.4))) == 1, "the other retry still waits for it"
     assert late.backing_off(scan(4.6)) == set()
     status = queue.progress().statuses[starts[0].transition.key]
