@@ -100,7 +100,7 @@ def write_markdown(rows: list[dict[str, Any]], before: str, after: str, argv: st
         gain = row["accuracy_gain"]
         lines.append(
             f"| {row['flavour']} | {planned['accuracy']:.4f} | {best['accuracy']:.4f} | "
-            f"{gain * 100:+.2f} | {planned['compute']:.0f} | {total['clip_frame_epochs']:.0f} | "
+            f"{gain * 100:+.2f} | {planned['compute']:.0f} | {total['clip_frames']:.0f} | "
             f"{row['compute_ratio']:.2f}x | {row['wall_seconds']['planning']:.0f}s | "
             f"{row['wall_seconds']['grid']:.0f}s |"
         )
