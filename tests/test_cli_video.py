@@ -151,6 +151,11 @@ def test_init_workers_status_plan_grid_compare(workdir: Path) -> None:
         (('preset = "basic"', 'preset = "diagonal"'), "`graph.preset` must be one of"),
         (("[grid]", "[gird]"), "Unknown section `[gird]`"),
         (("learning_rates = [0.05, 0.005]", "learning_rates = []"), "`graph.learning_rates` must"),
+        (
+            ("num_classes = 2", "num_classes = 2\nmin_frames = 40\nmax_frames = 20"),
+            "`dataset.min_frames` must be at least 1 and at most `dataset.max_frames`",
+        ),
+        (('synthetic = "motion"', 'synthetic = "rhytm"'), "`dataset.synthetic` must be one of"),
     ],
 )
 def test_config_errors_name_the_key(workdir: Path, edit, message) -> None:
