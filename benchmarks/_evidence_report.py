@@ -11,10 +11,10 @@ import datetime
 import itertools
 import json
 import os
-import subprocess
 import time
 from typing import Any
 
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from benchmarks._env import machine
 from optuna_opplan._bootstrap import paired_difference
@@ -25,16 +25,6 @@ TARGET_HALF_WIDTH = 0.01
 
 def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
-
-
-def _git(*args: str) -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _nice() -> list[str]:
@@ -54,11 +44,10 @@ class Context:
 
     @classmethod
     def now(cls, argv: Sequence[str]) -> Context:
-        dirty = " (with uncommitted changes)" if _git("status", "--porcelain") else ""
         return cls(
             command=" ".join([*_nice(), ".venv/bin/python -m benchmarks.evidence", *argv]),
             started=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-            commit=_git("rev-parse", "--short", "HEAD") + dirty,
+            commit=git_commit(),
             machine=machine(),
             load_at_start=load_average(),
         )
