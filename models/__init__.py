@@ -48,6 +48,8 @@ from ._p3d import g_p3d_resnet101  # noqa: E402
 from ._p3d import p3d_resnet18  # noqa: E402
 from ._p3d import p3d_resnet50  # noqa: E402
 from ._p3d import p3d_resnet101  # noqa: E402
+from ._plain import PlainC3D  # noqa: E402
+from ._plain import c3d_small  # noqa: E402
 from ._profile import count_parameters  # noqa: E402
 from ._profile import flops_per_clip  # noqa: E402
 from ._registry import ModelBuilder  # noqa: E402
@@ -71,7 +73,9 @@ __all__ = [
     "P3DUnitA",
     "P3DUnitB",
     "P3DUnitC",
+    "PlainC3D",
     "Stem",
+    "c3d_small",
     "classification_loss",
     "count_parameters",
     "dg_p3d_resnet18",

@@ -9,6 +9,7 @@ from torch import nn
 
 from . import _baselines
 from . import _p3d
+from . import _plain
 
 ModelBuilder = Callable[..., nn.Module]
 """A builder called as ``builder(*, num_classes, **kwargs)``."""
@@ -26,6 +27,7 @@ _BUILDERS: dict[str, ModelBuilder] = {
     "r3d_18": _baselines.r3d_18,
     "mc3_18": _baselines.mc3_18,
     "r2plus1d_18": _baselines.r2plus1d_18,
+    "c3d_small": _plain.c3d_small,
 }
 
 

@@ -7,6 +7,8 @@ lives in :mod:`optuna_opplan.video` and the networks in :mod:`optuna_opplan.mode
 from __future__ import annotations
 
 from optuna_opplan._axis import Axis
+from optuna_opplan._bootstrap import Difference
+from optuna_opplan._bootstrap import paired_difference
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import KneeFit
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Axis",
     "ConfigMismatchError",
+    "Difference",
     "GoalUnreachableError",
     "KneeDecision",
     "KneeFit",
@@ -65,5 +68,6 @@ __all__ = [
     "harden_storage",
     "knee_decision",
     "load_planning_study",
+    "paired_difference",
     "run_worker",
 ]

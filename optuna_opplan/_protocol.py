@@ -33,9 +33,10 @@ KEY_STALE = "opplan:stale"  # the worker that failed the trial for a silent hear
 # Seconds a waiting retry after a death waits, counted by each worker from its first sight.
 KEY_RETRY_DELAY = "opplan:retry_delay"
 KEY_CHECKPOINT = "opplan:checkpoint"  # the video trainer's kept-checkpoint record
-KEY_COMPUTE = "opplan:compute"  # epochs, clip-frame-epochs and seconds a trial cost
+KEY_COMPUTE = "opplan:compute"  # what a trial cost so far (video/_compute.py: Compute)
 KEY_SCHEDULE = "opplan:schedule"  # a grid trial's hand-tuned schedule
 KEY_TEST_ACCURACY = "opplan:test_accuracy"  # a grid trial's multi-view test accuracy
+KEY_TEST_CORRECT = "opplan:test_correct"  # a grid trial's per-test-video top-1 hits
 
 # ------------------------------------------------------------------- study system attributes
 KEY_CONFIG = "opplan:config"  # the planning configuration every worker must share

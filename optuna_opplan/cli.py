@@ -278,21 +278,48 @@ def _grid_cmd(args: argparse.Namespace) -> int:
 
 
 def _compare_cmd(args: argparse.Namespace) -> int:
-    study = _load(args)
-    config = _config_of(args, study)
     _, _, setup, grid_mod, compare_mod = _video()
-    grid = grid_mod.load_grid_study(study, config)
-    if grid is None:
-        raise CLIError(f"Study {args.study_name!r} has no grid study: run `opplan grid` first.")
-    splits = setup.build_splits(config)
-    result = compare_mod.compare(study, grid, config, splits)
+    names = list(dict.fromkeys(args.study_name))
+    results = []
+    for name in names:
+        study = _load(argparse.Namespace(**{**vars(args), "study_name": name}))
+        config = _config_of(argparse.Namespace(**{**vars(args), "study_name": name}), study)
+        grid = grid_mod.load_grid_study(study, config)
+        if grid is None:
+            raise CLIError(f"Study {name!r} has no grid study: run `opplan grid` first.")
+        splits = setup.build_splits(config)
+        result = compare_mod.compare(study, grid, config, splits, seed=args.bootstrap_seed)
+        results.append(result)
     artifacts = setup.artifact_path(config)
     local = config.base_dir if artifacts.startswith("s3://") else artifacts
     out_dir = args.out or os.path.join(local, "compare")
-    paths = compare_mod.comparison_figures(result, out_dir)
-    compare_mod.publish_comparison(grid, result)
+    paths = compare_mod.comparison_figures(results[0], out_dir)
+    compare_mod.publish_comparison(grid, results[0])
+    pooled = None
+    if len(results) > 1:
+        try:
+            pooled = compare_mod.combine(results, seed=args.bootstrap_seed)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     if args.json:
-        slim = {
+        print(json.dumps(_compare_json(results, pooled, paths), indent=2, default=str))
+        return 0
+    for name, result in zip(names, results):
+        if len(results) > 1:
+            print(f"== study {name}")
+        print(compare_mod.comparison_table(result))
+    if pooled is not None:
+        print(f"== over {len(results)} studies (seeds): {pooled['text']}")
+    print(f"figures: {paths['png']} {paths['html']}")
+    return 0
+
+
+def _compare_json(
+    results: list[dict[str, Any]], pooled: dict[str, Any] | None, paths: dict[str, str]
+) -> dict[str, Any]:
+    def slim(result: dict[str, Any]) -> dict[str, Any]:
+        difference = result["difference"]
+        return {
             "planned": {k: result["planned"][k] for k in ("accuracy", "compute")},
             "grid_best": {
                 "accuracy": result["grid_best"]["accuracy"],
@@ -300,14 +327,21 @@ def _compare_cmd(args: argparse.Namespace) -> int:
                 "schedule": result["grid_best"]["params"],
             },
             "compute_ratio": result["compute_ratio"],
-            "details": result,
-            "figures": paths,
+            "difference": None
+            if difference is None
+            else {k: difference[k] for k in ("points", "ci95", "test_videos")},
+            "details": {k: v for k, v in result.items() if k != "per_video"},
         }
-        print(json.dumps(slim, indent=2, default=str))
-    else:
-        print(compare_mod.comparison_table(result))
-        print(f"figures: {paths['png']} {paths['html']}")
-    return 0
+
+    if len(results) == 1:
+        return {**slim(results[0]), "figures": paths}
+    assert pooled is not None
+    return {
+        "difference": {k: pooled[k] for k in ("points", "ci95", "test_videos")},
+        "seeds": pooled["seeds"],
+        "studies": [slim(result) for result in results],
+        "figures": paths,
+    }
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -398,8 +432,24 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--grid-study-name", help="Default: <study-name>-grid.")
     grid.set_defaults(func=_grid_cmd)
 
-    compare = sub.add_parser("compare", help="Planned vs best grid schedule: accuracy, compute.")
-    _add_study_args(compare)
+    compare = sub.add_parser(
+        "compare", help="Planned vs best grid schedule: accuracy with its interval, compute."
+    )
+    compare.add_argument(
+        "--storage",
+        default=os.environ.get("OPTUNA_STORAGE"),
+        help="Storage URL or journal file path; defaults to $OPTUNA_STORAGE.",
+    )
+    compare.add_argument(
+        "--study-name",
+        required=True,
+        nargs="+",
+        help="The planning study's name; several (one per seed) pool their comparison: the "
+        "interval then covers seeds and test videos.",
+    )
+    compare.add_argument(
+        "--bootstrap-seed", type=int, default=0, help="Seed of the bootstrap resampling."
+    )
     compare.add_argument("--json", action="store_true", help="Print JSON.")
     compare.add_argument("--out", help="Folder for compare.png and compare.html.")
     compare.set_defaults(func=_compare_cmd)

@@ -95,7 +95,20 @@ def test_init_workers_status_plan_grid_compare(workdir: Path) -> None:
     assert 0.0 <= result["grid_best"]["accuracy"] <= 1.0
     assert result["grid_best"]["schedule"]["decay"] in ("step", "cosine")
     planned, grid_total = result["planned"]["compute"], result["details"]["grid_total"]
-    assert result["compute_ratio"] == pytest.approx(grid_total["clip_frame_epochs"] / planned)
+    assert result["compute_ratio"] == pytest.approx(grid_total["clip_frames"] / planned)
+    # The difference is paired over the 4 test videos (2 classes x 2), in accuracy points.
+    difference = result["difference"]
+    assert difference["test_videos"] == 4
+    gain = result["planned"]["accuracy"] - result["grid_best"]["accuracy"]
+    assert difference["points"] == pytest.approx(100 * gain)
+    low, high = difference["ci95"]
+    assert low <= difference["points"] <= high
+    again = json.loads(
+        _opplan("compare", *study, "--json", "--out", str(workdir / "cmp"), cwd=workdir).stdout
+    )
+    assert again["difference"] == difference, "the bootstrap is seeded"
+    table = _opplan("compare", *study, "--out", str(workdir / "cmp"), cwd=workdir).stdout
+    assert "95% CI" in table and "paired bootstrap over 4 test videos" in table
     assert (workdir / "cmp" / "compare.png").stat().st_size > 1000
     assert (workdir / "cmp" / "compare.html").exists()
 
@@ -143,6 +156,11 @@ def test_init_workers_status_plan_grid_compare(workdir: Path) -> None:
         ),
         (("[knee]", "[planner]\ndeath_backoff = 'soon'\n[knee]"), "`planner.death_backoff`"),
         (("learning_rates = [0.05, 0.005]", "learning_rates = []"), "`graph.learning_rates` must"),
+        (
+            ("num_classes = 2", "num_classes = 2\nmin_frames = 40\nmax_frames = 20"),
+            "`dataset.min_frames` must be at least 1 and at most `dataset.max_frames`",
+        ),
+        (('synthetic = "motion"', 'synthetic = "rhytm"'), "`dataset.synthetic` must be one of"),
     ],
 )
 def test_config_errors_name_the_key(workdir: Path, edit, message) -> None:

@@ -135,9 +135,12 @@ def test_killed_ranks_fail_their_transition_and_restarted_workers_retrain_it(wor
         compute = trial.system_attrs["opplan:compute"]
         assert compute["processes"] == 2
         # Rank 1 trained it with rank 0 and stopped at the same epoch.
-        assert int(followed[str(trial.number)]) == compute["epochs"]
-        # The sampler shards the clips: rank 0 saw half an epoch (rounded up), not all of it.
-        assert compute["clips_per_process_epoch"] == -(-compute["videos_per_epoch"] // 2)
+        assert int(followed[str(trial.number)]) == compute["train_epochs"]
+        # The sampler shards the clips, each rank half an epoch (rounded up, padded): the
+        # group's work is counted, not rank 0's.
+        per_process = -(-compute["videos_per_epoch"] // 2)
+        clip = int(trial.params["clip_length"])
+        assert compute["train_clip_frames"] == compute["train_epochs"] * 2 * per_process * clip
     assert sum(len(trials) - 1 for trials in by_key.values()) == 2  # the two killed attempts
 
 

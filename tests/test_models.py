@@ -322,3 +322,20 @@ def test_block_arguments_are_validated(call: object, message: str) -> None:
     with pytest.raises(ValueError) as excinfo:
         call()
     assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 4, 8])
+def test_c3d_small_keeps_every_frame_count_and_scales_its_width(frames: int) -> None:
+    model = models.get_model("c3d_small", num_classes=3, width_multiplier=0.5).eval()
+    assert model(torch.randn(2, 3, frames, 24, 24)).shape == (2, 3)
+    narrow = models.count_parameters(models.c3d_small(num_classes=3, width_multiplier=0.25))
+    assert narrow < models.count_parameters(model) / 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"width_multiplier": 0}, "width_multiplier"), ({"dropout": 1.0}, "dropout")],
+)
+def test_c3d_small_validates_its_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        models.c3d_small(num_classes=3, **kwargs)

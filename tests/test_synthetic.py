@@ -80,16 +80,17 @@ def test_write_video_rejects_bad_input(
         write_video(tmp_path / "x.mp4", frames, **kwargs)
 
 
-@pytest.mark.parametrize("flavour", ["temporal", "motion"])
+@pytest.mark.parametrize("flavour", ["temporal", "motion", "rhythm"])
 def test_generate_writes_real_videos_and_list_files(tmp_path: Path, flavour: str) -> None:
     data = tiny_synthetic(tmp_path / "data", flavour=flavour)
     classes = read_class_file(data.class_file)
-    assert tuple(classes) == data.classes and len(classes) == 2
+    count = 3 if flavour == "rhythm" else 2
+    assert tuple(classes) == data.classes and len(classes) == count
     train = read_list_file(data.train_list, data.root, classes)
     test = read_list_file(data.test_list, data.root, classes)
-    assert len(train) == 4 and len(test) == 2
+    assert len(train) == 2 * count and len(test) == count
     assert not {e.path for e in train} & {e.path for e in test}
-    assert sorted(e.label for e in train) == [0, 0, 1, 1]
+    assert sorted(e.label for e in train) == sorted(list(range(count)) * 2)
     for entry in train + test:
         reader = _read(data.root / entry.path)
         assert 16 <= len(reader) <= 24
@@ -128,6 +129,26 @@ def test_motion_class_is_the_stripe_direction_between_adjacent_frames(
     assert votes * direction > 10
 
 
+@pytest.mark.parametrize(("label", "movements"), [(0, "ud"), (1, "u."), (2, "d."), (3, "ud")])
+def test_rhythm_class_is_the_pair_of_alternating_movements(label: int, movements: str) -> None:
+    frames = _render("rhythm", label, 72, 64, np.random.default_rng(label)).astype(np.float64)
+    seen = "".join(
+        {-2: "u", 0: ".", 2: "d"}[
+            min((-2, 0, 2), key=lambda s: np.abs(np.roll(a, s, axis=0) - b).sum())
+        ]
+        for a, b in zip(frames[:-1], frames[1:], strict=True)
+    )
+    # Each of the class's two movements fills about half the frames, the third none...
+    for movement in "ud.":
+        share = seen.count(movement) / len(seen)
+        assert share > 0.3 if movement in movements else share < 0.15, (movement, seen)
+    # ...in runs of 6 frames: any 8 consecutive frames (7 steps) see both, 4 frames often one.
+    windows = [seen[i : i + 7] for i in range(len(seen) - 6)]
+    assert sum(all(m in w for m in movements) for w in windows) / len(windows) > 0.8
+    short = [seen[i : i + 3] for i in range(len(seen) - 2)]
+    assert sum(not all(m in w for m in movements) for w in short) / len(short) > 0.3
+
+
 def test_motion_direction_aliases_at_stride_four() -> None:
     # Every 4th frame the stripes have moved a whole period: the direction is invisible.
     frames = _render("motion", 0, 80, 64, np.random.default_rng(0)).astype(np.float64)
@@ -146,6 +167,7 @@ def test_motion_direction_aliases_at_stride_four() -> None:
     [
         ({"flavour": "spatial"}, "flavour"),
         ({"flavour": "motion", "num_classes": 3}, "even"),
+        ({"flavour": "rhythm", "num_classes": 4}, "a multiple of 3"),
         ({"flavour": "temporal", "num_classes": 1}, "num_classes"),
         ({"flavour": "motion", "size": 33}, "even"),
         ({"flavour": "motion", "num_frames": (20, 10)}, "num_frames"),

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import optuna_opplan as op
+from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan.models._registry import _BUILDERS
 from optuna_opplan.video import ClipTransform
 from optuna_opplan.video import VideoDataset
@@ -19,7 +20,6 @@ from optuna_opplan.video._checkpoint import CheckpointError
 from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._schedule import Stage
-from optuna_opplan.video._trainer import KEY_COMPUTE
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
@@ -103,8 +103,13 @@ def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) ->
         record = trial.system_attrs[KEY_CHECKPOINT]
         assert record.get("initial") or len(record["sha256"]) == 64
         compute = trial.system_attrs[KEY_COMPUTE]
-        assert compute["epochs"] == max(trial.intermediate_values)
-        assert compute["clip_frame_epochs"] == 4 * compute["epochs"]
+        epochs = max(trial.intermediate_values)
+        passes = len(trial.intermediate_values)  # step 0 is a validation pass, not an epoch
+        assert compute["train_epochs"] == epochs
+        assert compute["clip_frame_epochs"] == 4 * epochs
+        assert compute["train_clip_frames"] == len(train) * 4 * epochs
+        assert compute["eval_passes"] == passes
+        assert compute["eval_clip_frames"] == len(val) * 4 * passes
         assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
     assert max(retained) <= delay + 1, "only delay + 1 epoch checkpoints stay on disk"
     assert not any(scratch.iterdir()), "scratch checkpoints are removed after the transition"

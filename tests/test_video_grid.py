@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import Counter
 import itertools
 import threading
+import time
 from typing import Any
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 import pytest
 
+from optuna_opplan import _storage as storage_module
 from optuna_opplan._protocol import KEY_ATTEMPT
 from optuna_opplan._protocol import KEY_STALE
 from optuna_opplan.video._grid import clip_schedules
@@ -144,3 +147,58 @@ def test_a_schedule_failed_as_abandoned_while_training_is_discarded() -> None:
 def test_arguments_are_validated(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_grid_worker(_grid_study(), Schedules(), **kwargs)
+
+
+class _FlakyStorage(optuna.storages.InMemoryStorage):
+    """Fails every trial call while an outage lasts, as a restarting database server does."""
+
+    down_until = 0.0
+    failed_calls = 0
+
+
+def _failing_while_down(name: str) -> Any:
+    method = getattr(optuna.storages.InMemoryStorage, name)
+
+    def call(self: _FlakyStorage, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() < self.down_until:
+            self.failed_calls += 1
+            raise StorageInternalError("An exception is raised during the commit.")
+        return method(self, *args, **kwargs)
+
+    return call
+
+
+for _name in (
+    "get_all_trials",
+    "get_trial",
+    "set_trial_system_attr",
+    "set_trial_state_values",
+    "set_trial_param",
+):
+    setattr(_FlakyStorage, _name, _failing_while_down(_name))
+
+
+def test_a_schedule_trained_through_a_storage_outage_is_recorded_not_retrained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The grid worker runs on the same runner as the planning worker: an outcome the outage
+    # holds back keeps its heartbeat and is recorded once the storage is back, even though
+    # the outage outlasts the grace period.
+    monkeypatch.setattr(storage_module, "STORAGE_BACKOFF", 0.05)
+    storage = _FlakyStorage()
+    study = _grid_study(storage)
+    inner = Schedules()
+    victim = study.get_trials(states=(TrialState.WAITING,))[0]
+
+    def objective(trial: optuna.Trial) -> float:
+        value = inner(trial)
+        if trial._trial_id == victim._trial_id:
+            storage.down_until = time.monotonic() + 1.0
+        return value
+
+    assert run_grid_worker(study, objective, **FAST) == len(POINTS)
+    assert storage.failed_calls > 0, "the outage must have hit the worker"
+    assert inner.trained == ALL, "no schedule trained twice"
+    assert _complete(study) == ALL
+    recorded = study._storage.get_trial(victim._trial_id)
+    assert recorded.state == TrialState.COMPLETE and KEY_STALE not in recorded.system_attrs

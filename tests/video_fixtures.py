@@ -22,11 +22,12 @@ def tiny_transform(*, flip: bool = True) -> ClipTransform:
 
 
 def tiny_synthetic(root: Path, *, flavour: str = "motion", seed: int = 0) -> SyntheticDataset:
-    """Two classes, three videos each (two train, one test), 16 to 24 frames of 32 x 32."""
+    """Two classes (three for "rhythm"), three videos each (two train, one test), 16 to 24
+    frames of 32 x 32."""
     return generate(
         root,
         flavour=flavour,
-        num_classes=2,
+        num_classes=3 if flavour == "rhythm" else 2,
         videos_per_class=3,
         num_frames=(16, 24),
         size=SIZE,

@@ -61,6 +61,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "cache_dir": "",
         "videos_per_class": 40,
         "num_classes": 6,
+        "frame_size": 64,
+        "min_frames": 64,
+        "max_frames": 128,
     },
     "model": {
         "name": "dg_p3d_resnet18",
@@ -96,7 +99,7 @@ CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("knee", "keep"): KNEE_KEEP_RULES,
     ("knee", "loss"): KNEE_LOSSES,
     ("planner", "score"): SCORES,
-    ("dataset", "synthetic"): ("", "motion", "temporal"),
+    ("dataset", "synthetic"): ("", "motion", "temporal", "rhythm"),
     ("dataset", "layout"): ("list", "folders"),
     ("dataset", "on_error"): ("skip", "raise"),
     ("trainer", "device"): ("auto", "cpu", "cuda"),
@@ -243,6 +246,11 @@ class PlanConfig:
                 raise ConfigError(
                     f"`grid.decays` values must be 'step' or 'cosine', not {value!r}."
                 )
+        if not 1 <= dataset["min_frames"] <= dataset["max_frames"]:
+            raise ConfigError(
+                "`dataset.min_frames` must be at least 1 and at most `dataset.max_frames`, but "
+                f"got min_frames={dataset['min_frames']}, max_frames={dataset['max_frames']}."
+            )
         if len(self.data["graph"]["clip_lengths"]) < 2:
             raise ConfigError("`graph.clip_lengths` needs at least two clip lengths.")
 

@@ -48,6 +48,7 @@ from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import run_worker
 from optuna_opplan.models import freeze_batchnorm
+from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TransitionTrainer
@@ -266,6 +267,26 @@ def _train(
     params = command["params"]
     clip_length = int(params["clip_length"])
     sampling = str(params.get("sampling", trainer.train.sampling))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    # The whole group's work (every rank's clips), counted on rank 0 as _compute.py says.
+    meter = Compute()
+
+    def record() -> None:
+        if trial is None:
+            return
+        meter.seconds = time.perf_counter() - started
+        meter.cpu_seconds = time.process_time() - cpu_started
+        trial.storage.set_trial_system_attr(
+            trial._trial_id,
+            KEY_COMPUTE,
+            {
+                **meter.to_dict(),
+                "videos_per_epoch": len(train),
+                "device": group.device.type,
+                "processes": group.world_size,
+            },
+        )
+
     model = runner.build_model()
     source_record = None
     if trial is not None and step is not None and step.source_trial is not None:
@@ -285,9 +306,10 @@ def _train(
     val = trainer.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
     if command["has_source"]:
         score = runner.evaluate(model, val)
+        meter.add_evaluation(len(val), clip_length)
         if trial is not None:
             trial.report(score, 0)
-    started, cpu_started = time.perf_counter(), time.process_time()
+            record()
     epochs = 0
     with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=trainer.scratch_dir) as tmp:
         saved: dict[int, str] = {}
@@ -296,6 +318,9 @@ def _train(
             seed = trainer.config.seed * 100_003 + command["trial"] * 1_009 + epochs
             stats = runner.train_epoch(ddp, optimizer, train, seed=seed, epoch=epochs)
             score = runner.evaluate(model, val)
+            # Every rank trains as many clips (the sampler pads); the shards cover val once.
+            meter.add_training(stats.clips * group.world_size, clip_length)
+            meter.add_evaluation(len(val), clip_length)
             stop = False
             if trial is not None and step is not None:
                 trial.report(score, epochs)
@@ -304,6 +329,7 @@ def _train(
                 saved[epochs] = path
                 for old in [e for e in saved if e not in step.retained_epochs(epochs)]:
                     os.remove(saved.pop(old))
+                record()
                 if trainer.config.progress:
                     trainer.log(
                         f"trial {command['trial']} {command['key']} epoch {epochs}: loss "
@@ -321,20 +347,7 @@ def _train(
                 trainer.checkpoints.inherit(trial, source_record)
             else:
                 trainer.checkpoints.save_file(trial, saved[keep], epoch=keep)
-            trial.storage.set_trial_system_attr(
-                trial._trial_id,
-                KEY_COMPUTE,
-                {
-                    "epochs": epochs,
-                    "clip_frame_epochs": epochs * clip_length,
-                    "videos_per_epoch": len(train),
-                    "seconds": time.perf_counter() - started,
-                    "cpu_seconds": time.process_time() - cpu_started,
-                    "device": group.device.type,
-                    "processes": group.world_size,
-                    "clips_per_process_epoch": stats.clips,
-                },
-            )
+            record()
         else:
             _logger.info(
                 f"Rank {group.rank} trained trial {command['trial']} for {epochs} epochs "

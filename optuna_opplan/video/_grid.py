@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Sequence
 import functools
+import hashlib
 import itertools
 import os
 import socket
@@ -19,6 +20,7 @@ from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._protocol import KEY_GRID_STUDY
 from optuna_opplan._protocol import KEY_SCHEDULE
 from optuna_opplan._protocol import KEY_TEST_ACCURACY
+from optuna_opplan._protocol import KEY_TEST_CORRECT
 from optuna_opplan._protocol import OutcomeKind
 from optuna_opplan._protocol import claim_trial
 from optuna_opplan._protocol import fail_trial
@@ -27,7 +29,9 @@ from optuna_opplan._run import Record
 from optuna_opplan._run import Step
 from optuna_opplan._run import TrialRunner
 from optuna_opplan._run import work_loop
+from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._config import PlanConfig
+from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import build_trainer_config
@@ -119,8 +123,10 @@ def load_grid_study(planning: Study, config: PlanConfig) -> Study | None:
 
 
 class GridObjective:
-    """Trains one hand-tuned schedule from scratch; the value is the final validation score,
-    the test accuracy (multi-view) and the compute are recorded on the trial."""
+    """Trains one hand-tuned schedule from scratch; the value is the final validation score
+    (the only validation pass: a grid search needs no other), the test accuracy (multi-view),
+    each test video's top-1 hit and the compute (see :mod:`._compute`, written after every
+    epoch so a failed attempt keeps its cost) are recorded on the trial."""
 
     def __init__(self, config: PlanConfig, splits: Splits, *, progress: bool = True) -> None:
         self.config = config
@@ -134,28 +140,35 @@ class GridObjective:
             for name, choices in grid_search_space(self.config).items()
         }
         schedule = schedule_of(params, self.base_lr)
+        trial.storage.set_trial_system_attr(trial._trial_id, KEY_SCHEDULE, schedule.to_dict())
+
+        def record(compute: Compute) -> None:
+            trial.storage.set_trial_system_attr(trial._trial_id, KEY_COMPUTE, compute.to_dict())
+
         result = train_schedule(
             schedule,
             self.splits.train,
             config=self.trainer_config,
             val=self.splits.val,
             test=self.splits.test,
-        )
-        trial.storage.set_trial_system_attr(trial._trial_id, KEY_SCHEDULE, schedule.to_dict())
-        trial.storage.set_trial_system_attr(
-            trial._trial_id,
-            KEY_COMPUTE,
-            {
-                "epochs": schedule.total_epochs,
-                "clip_frame_epochs": schedule.clip_frame_epochs,
-                "seconds": result.seconds,
-                "cpu_seconds": result.cpu_seconds,
-            },
+            validate="last",
+            record=record,
         )
         trial.storage.set_trial_system_attr(
             trial._trial_id, KEY_TEST_ACCURACY, result.test_accuracy
         )
+        trial.storage.set_trial_system_attr(
+            trial._trial_id,
+            KEY_TEST_CORRECT,
+            {"videos": videos_fingerprint(self.splits.test), "correct": result.test_correct},
+        )
         return float(result.history[-1]["val"])
+
+
+def videos_fingerprint(test: VideoDataset) -> str:
+    """A short hash of the test videos and their order: paired per-video hits must match."""
+    blob = "\n".join(f"{entry.path} {entry.label}" for entry in test.entries)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_grid_worker(

@@ -85,7 +85,9 @@ def build_trainer_config(config: PlanConfig, *, progress: bool = True) -> Traine
     trainer = config.section("trainer")
     model = config.section("model")
     name = model.pop("name")
-    if not name.startswith(("p3d", "g_p3d", "dg_p3d")):
+    if name == "c3d_small":
+        model = {"width_multiplier": model["width_multiplier"]}  # no stem to configure
+    elif not name.startswith(("p3d", "g_p3d", "dg_p3d")):
         model = {}  # torchvision's baselines take no width or stem settings
     return TrainerConfig(
         model=name,
@@ -128,6 +130,8 @@ def build_splits(config: PlanConfig) -> Splits:
             flavour=data["synthetic"],
             num_classes=data["num_classes"],
             videos_per_class=data["videos_per_class"],
+            num_frames=(data["min_frames"], data["max_frames"]),
+            size=data["frame_size"],
         )
         full = VideoDataset.from_list_file(
             generated.root, generated.train_list, generated.class_file, **kwargs

@@ -24,6 +24,7 @@ from optuna_opplan.models import freeze_batchnorm
 from optuna_opplan.models import get_model
 from optuna_opplan.models import predict_logits
 from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
 
@@ -121,6 +122,8 @@ class Runner:
         self.config = config
         self.num_classes = num_classes
         self.device = config.resolved_device()
+        # Counts every training epoch and validation pass while set (see _compute.py).
+        self.meter: Compute | None = None
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError(
@@ -224,20 +227,26 @@ class Runner:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
+        if self.meter is not None:
+            self.meter.add_training(clips, dataset.clip_length)
         return EpochStats(total_loss / max(1, clips), clips, seconds, waited)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, dataset: VideoDataset) -> float:
+    def evaluate(
+        self, model: nn.Module, dataset: VideoDataset, *, per_video: list[int] | None = None
+    ) -> float:
         """Accuracy on ``dataset``: one view per clip in "val" mode, the mean of the views'
-        logits in "test" mode."""
+        logits in "test" mode. ``per_video`` receives each video's top-1 hit (1 or 0), in
+        the dataset's order."""
         model.eval()
         correct = torch.zeros(3)
-        count = 0
+        count = views = 0
         micro, _ = self.micro_batch(dataset.clip_length)
         batch = micro if dataset.mode != "test" else max(1, micro // 4)
         for clip, label in self.loader(dataset, batch, shuffle=False, seed=0):
             clip = clip.to(self.device)
             label = label.to(self.device)
+            views = clip.shape[1] if clip.dim() == 6 else 1
             if clip.dim() == 6:  # (B, views, 3, T, H, W)
                 b, v = clip.shape[:2]
                 logits = predict_logits(model(clip.flatten(0, 1))).view(b, v, -1).mean(1)
@@ -247,9 +256,13 @@ class Runner:
             hits = top == label[:, None]
             for i, k in enumerate((1, 3, 5)):
                 correct[i] += hits[:, :k].any(1).sum().item()
+            if per_video is not None:
+                per_video.extend(int(hit) for hit in hits[:, 0].tolist())
             count += label.shape[0]
         if count == 0:
             raise ValueError(f"Cannot evaluate on an empty dataset: {dataset!r}.")
+        if self.meter is not None:
+            self.meter.add_evaluation(count, dataset.clip_length, views)
         accuracy = correct / count
         if self.config.metric == "top1":
             return float(accuracy[0])
@@ -334,6 +347,19 @@ class TransitionTrainer:
         sampling = str(params.get("sampling", self.train.sampling))
         lr = float(params["lr"])
         runner = self._runner
+        started, cpu_started = time.perf_counter(), time.process_time()
+        meter = runner.meter = Compute()
+
+        def record() -> None:
+            # After every pass, so a failed or killed attempt keeps what it cost.
+            meter.seconds = time.perf_counter() - started
+            meter.cpu_seconds = time.process_time() - cpu_started
+            trial.storage.set_trial_system_attr(
+                trial._trial_id,
+                KEY_COMPUTE,
+                {**meter.to_dict(), "videos_per_epoch": len(train), "device": runner.device.type},
+            )
+
         model = runner.build_model()
         source_record = None
         if step.source_trial is not None:
@@ -348,7 +374,7 @@ class TransitionTrainer:
             # The epoch-0 point under this state's clip length and sampling: the source's own
             # score was measured with its settings and can be far from what this state sees.
             trial.report(runner.evaluate(model, val), 0)
-        started, cpu_started = time.perf_counter(), time.process_time()
+            record()
         epochs = 0
         with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=self.scratch_dir) as tmp:
             saved: dict[int, str] = {}
@@ -363,6 +389,7 @@ class TransitionTrainer:
                 saved[epochs] = path
                 for old in [e for e in saved if e not in step.retained_epochs(epochs)]:
                     os.remove(saved.pop(old))
+                record()
                 if self.config.progress:
                     self.log(
                         f"trial {trial.number} {step.transition.key} epoch {epochs}: loss "
@@ -376,18 +403,8 @@ class TransitionTrainer:
                 self.checkpoints.inherit(trial, source_record)
             else:
                 self.checkpoints.save_file(trial, saved[keep], epoch=keep)
-        trial.storage.set_trial_system_attr(
-            trial._trial_id,
-            KEY_COMPUTE,
-            {
-                "epochs": epochs,
-                "clip_frame_epochs": epochs * clip_length,
-                "videos_per_epoch": len(train),
-                "seconds": time.perf_counter() - started,
-                "cpu_seconds": time.process_time() - cpu_started,
-                "device": runner.device.type,
-            },
-        )
+        record()
+        runner.meter = None
 
 
 @dataclass
@@ -400,6 +417,8 @@ class ScheduleResult:
     seconds: float
     cpu_seconds: float
     clip_frame_epochs: int
+    compute: Compute = field(default_factory=Compute)
+    test_correct: list[int] | None = None
 
 
 def train_schedule(
@@ -411,6 +430,8 @@ def train_schedule(
     test: VideoDataset | None = None,
     initial_state: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    validate: str = "every",
+    record: Callable[[Compute], None] | None = None,
 ) -> ScheduleResult:
     """Train a fixed schedule from scratch (or from ``initial_state``) with the same loops.
 
@@ -428,9 +449,17 @@ def train_schedule(
             crops per video.
         initial_state: Weights to start from.
         log: Where progress lines go (default: stderr if ``config.progress``).
+        validate: ``"every"`` epoch or only the ``"last"`` one (what a grid search needs to
+            pick its best schedule).
+        record: Called with the compute so far (a :class:`Compute`) after every epoch, so
+            an attempt that fails later still has its cost on record.
     """
+    if validate not in ("every", "last"):
+        raise ValueError(f"`validate` must be 'every' or 'last', but got {validate!r}.")
     config = config or TrainerConfig()
     runner = Runner(config, len(train.classes))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    meter = runner.meter = Compute()
     emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
     model = runner.build_model()
     if initial_state is not None:
@@ -438,7 +467,6 @@ def train_schedule(
     history: list[dict[str, float]] = []
     optimizer: torch.optim.Optimizer | None = None
     current = None
-    started, cpu_started = time.perf_counter(), time.process_time()
     for epoch in range(1, schedule.total_epochs + 1):
         stage = schedule.stage_at(epoch)
         lr = schedule.lr_at(epoch)
@@ -450,28 +478,37 @@ def train_schedule(
         data = train.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
         stats = runner.train_epoch(model, optimizer, data, seed=config.seed + epoch, epoch=epoch)
         row = {"epoch": epoch, "lr": lr, "clip_length": stage.clip_length, "loss": stats.loss}
-        if val is not None:
+        if val is not None and (validate == "every" or epoch == schedule.total_epochs):
             view = val.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
             row["val"] = runner.evaluate(model, view.with_mode("val"))
         history.append(row)
+        meter.seconds = time.perf_counter() - started
+        meter.cpu_seconds = time.process_time() - cpu_started
+        if record is not None:
+            record(meter)
         if config.progress:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
             emit(
                 f"schedule epoch {epoch}/{schedule.total_epochs}: {shown}, "
                 f"{stats.clips_per_second:.1f} clips/s"
             )
-    test_accuracy = None
+    runner.meter = None  # the test pass reports; it is not part of the search
+    test_accuracy: float | None = None
+    test_correct: list[int] | None = None
     if test is not None:
         last = schedule.stages[-1]
         view = test.with_clip(clip_length=last.clip_length, sampling=last.sampling)
-        test_accuracy = runner.evaluate(model, view)
+        test_correct = []
+        test_accuracy = runner.evaluate(model, view, per_video=test_correct)
     return ScheduleResult(
         model=model,
         history=history,
         test_accuracy=test_accuracy,
-        seconds=time.perf_counter() - started,
-        cpu_seconds=time.process_time() - cpu_started,
+        seconds=meter.seconds,
+        cpu_seconds=meter.cpu_seconds,
         clip_frame_epochs=schedule.clip_frame_epochs,
+        compute=meter,
+        test_correct=test_correct,
     )
 
 

@@ -1,6 +1,7 @@
 """A seeded synthetic video benchmark written as real mp4 files.
 
-Two flavours mirror the paper's contrast between Something-Something and Kinetics:
+Three flavours, each rewarding a different schedule; the first two mirror the paper's contrast
+between Something-Something and Kinetics:
 
 ``"temporal"``
     A coloured square wanders over a textured background. Its colour changes twice, once early
@@ -18,7 +19,17 @@ Two flavours mirror the paper's contrast between Something-Something and Kinetic
     looks still), so consecutive sampling should win. Corner flashes in random colours and a
     bouncing grey disc are distractors.
 
-Motion is vertical in both flavours so a horizontal flip never changes a class.
+``"rhythm"``
+    The striped patch of ``"motion"``, but its stripes move in a fixed rhythm: 6 frames of one
+    movement, 6 of another, repeated (from a random offset). The movements are up, down or
+    still; the class is (colour, the pair of movements): ``red_up_down``, ``red_up_still``,
+    ``red_down_still``. A 4-frame consecutive clip sees one movement half of the time, which
+    fits two classes; an 8-frame one always sees both; uniform sampling aliases the movement
+    as in ``"motion"``. So long consecutive clips should win, where ``"motion"`` is already
+    told apart by short ones (one movement decides its class) and ``"temporal"`` by uniform
+    sampling. Corner flashes and the disc are distractors here too.
+
+Motion is vertical in every flavour so a horizontal flip never changes a class.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-FLAVOURS = ("temporal", "motion")
+FLAVOURS = ("temporal", "motion", "rhythm")
 GENERATOR_VERSION = 1
 _MARKER = "synthetic.json"
 _PALETTE = (
@@ -60,6 +71,11 @@ _TEMPORAL_PAIRS = tuple(
 )
 _STRIPE_PERIOD = 8.0
 _STRIPE_SPEED = 2.0
+# "rhythm": the movements alternated (stripe velocity sign: down +1, up -1, still 0), and
+# how many frames each lasts.
+_RHYTHMS = (("up", "down"), ("up", "still"), ("down", "still"))
+_MOVEMENT = {"down": 1.0, "up": -1.0, "still": 0.0}
+_RHYTHM_FRAMES = 6
 
 
 @dataclass(frozen=True)
@@ -160,9 +176,11 @@ def generate(
 
     Args:
         root: Output folder.
-        flavour: ``"temporal"`` (uniform sampling should win) or ``"motion"`` (consecutive
-            should win); see the module docstring.
-        num_classes: 2..56 for ``"temporal"``; an even number in 2..16 for ``"motion"``.
+        flavour: ``"temporal"`` (uniform sampling should win), ``"motion"`` (consecutive
+            should win) or ``"rhythm"`` (long consecutive clips should win); see the module
+            docstring.
+        num_classes: 2..56 for ``"temporal"``; an even number in 2..16 for ``"motion"``; a
+            multiple of 3 in 3..24 for ``"rhythm"``.
         videos_per_class: Videos per class, train and test together.
         num_frames: Inclusive range of video lengths, drawn per video.
         size: Frame height and width: even, at least 32, and a size decord 0.6 reads back
@@ -285,14 +303,20 @@ def _check_settings(**settings: Any) -> dict[str, Any]:
     if flavour not in FLAVOURS:
         raise ValueError(f"`flavour` must be one of {FLAVOURS}, but got flavour={flavour!r}.")
     num_classes = settings["num_classes"]
-    limit = 56 if flavour == "temporal" else 16
+    low, limit, step = {"temporal": (2, 56, 1), "motion": (2, 16, 2), "rhythm": (3, 24, 3)}[
+        flavour
+    ]
     if (
         isinstance(num_classes, bool)
         or not isinstance(num_classes, int)
-        or not 2 <= num_classes <= limit
-        or (flavour == "motion" and num_classes % 2)
+        or not low <= num_classes <= limit
+        or num_classes % step
     ):
-        expected = "an int in 2..56" if flavour == "temporal" else "an even int in 2..16"
+        expected = {
+            "temporal": "an int in 2..56",
+            "motion": "an even int in 2..16",
+            "rhythm": "a multiple of 3 in 3..24",
+        }[flavour]
         raise ValueError(
             f"`num_classes` must be {expected} for flavour={flavour!r}, but got "
             f"num_classes={num_classes!r}."
@@ -334,6 +358,8 @@ def _class_names(flavour: str, num_classes: int) -> list[str]:
     names = [name for name, _ in _PALETTE]
     if flavour == "motion":
         return [f"{names[c // 2]}_{('down', 'up')[c % 2]}" for c in range(num_classes)]
+    if flavour == "rhythm":
+        return [f"{names[c // 3]}_{'_'.join(_RHYTHMS[c % 3])}" for c in range(num_classes)]
     return [f"{names[a]}_to_{names[b]}" for a, b in _TEMPORAL_PAIRS[:num_classes]]
 
 
@@ -373,7 +399,7 @@ def _render(
     if flavour == "temporal":
         _draw_colour_story(frame, label, rng)
     else:
-        _draw_stripes(frame, label, rng)
+        _draw_stripes(frame, label, rng, rhythm=flavour == "rhythm")
         _draw_corner_flashes(frame, rng)
     return np.clip(frame, 0, 255).astype(np.uint8)
 
@@ -422,20 +448,31 @@ def _draw_colour_story(frame: np.ndarray, label: int, rng: np.random.Generator) 
         frame[t, y : y + side, x : x + side] = rgb[t]
 
 
-def _draw_stripes(frame: np.ndarray, label: int, rng: np.random.Generator) -> None:
+def _draw_stripes(
+    frame: np.ndarray, label: int, rng: np.random.Generator, *, rhythm: bool = False
+) -> None:
     length, size = frame.shape[:2]
-    colour = np.array(_PALETTE[label // 2][1], dtype=np.float32)
-    direction = 1.0 if label % 2 == 0 else -1.0
-    # Bursts of drift and stillness, so a short clip may see no motion and longer clips help.
-    moving = np.zeros(length, dtype=bool)
-    state, start = bool(rng.integers(2)), 0
-    while start < length:
-        run = int(rng.integers(6, 15))
-        moving[start : start + run] = state
-        state, start = not state, start + run
-    if not moving.any():
-        moving[: length // 2] = True
-    phase = rng.uniform(0, _STRIPE_PERIOD) + direction * _STRIPE_SPEED * np.cumsum(moving)
+    if rhythm:
+        colour = np.array(_PALETTE[label // 3][1], dtype=np.float32)
+        first, second = (_MOVEMENT[m] for m in _RHYTHMS[label % 3])
+        offset = int(rng.integers(0, 2 * _RHYTHM_FRAMES))
+        in_first = (np.arange(length) + offset) // _RHYTHM_FRAMES % 2 == 0
+        velocity = np.where(in_first, first, second)
+    else:
+        colour = np.array(_PALETTE[label // 2][1], dtype=np.float32)
+        direction = 1.0 if label % 2 == 0 else -1.0
+        # Bursts of drift and stillness, so a short clip may see no motion and longer clips
+        # help.
+        moving = np.zeros(length, dtype=bool)
+        state, start = bool(rng.integers(2)), 0
+        while start < length:
+            run = int(rng.integers(6, 15))
+            moving[start : start + run] = state
+            state, start = not state, start + run
+        if not moving.any():
+            moving[: length // 2] = True
+        velocity = direction * moving
+    phase = rng.uniform(0, _STRIPE_PERIOD) + _STRIPE_SPEED * np.cumsum(velocity)
     side = max(8, int(size * 0.4))
     span = size - side
     top = _bounce(rng.uniform(0, span), rng.uniform(-0.25, 0.25), span, length)

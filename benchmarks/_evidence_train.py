@@ -1,0 +1,180 @@
+"""The two baselines of the evidence benchmark: the hand-tuned grid and TPE + Hyperband.
+
+Both train hand-tuned schedules (clip schedule x decay x sampling x epoch budget, the paper's
+grid space) with one epoch loop, the same as ``train_schedule``'s, and record their compute
+after every pass as the planning trainer does (``video/_compute.py``). The grid runs every
+point once and validates once, after its last epoch (all a grid search needs); TPE +
+Hyperband validates after every epoch (its pruner needs the curve) and asks for schedules until
+it has spent the planning's compute, to the epoch: an epoch (with its validation pass) that
+would cross the budget is not trained, and the trial it belongs to ends pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import os
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+import torch
+
+from optuna_opplan._protocol import KEY_COMPUTE
+from optuna_opplan.video._compute import Compute
+from optuna_opplan.video._compute import study_compute
+from optuna_opplan.video._grid import schedule_of
+from optuna_opplan.video._setup import Splits
+from optuna_opplan.video._trainer import Runner
+from optuna_opplan.video._trainer import TrainerConfig
+
+KEY_STOPPED = "evidence:stopped"
+
+
+def model_path(models_dir: str, study: optuna.Study, number: int) -> str:
+    return os.path.join(models_dir, study.study_name, f"{number}.pt")
+
+
+class ScheduleObjective:
+    """Trains the schedule a trial suggests, reports validation per epoch, keeps the model.
+
+    Args:
+        space: The schedule space (as ``grid_search_space``).
+        splits: The dataset splits.
+        config: Training settings.
+        base_lr: Starting learning rate of every schedule's decay.
+        models_dir: Where the final model of a completed trial is saved.
+        validate_every_epoch: Validate after every epoch and report it (for a pruner), or only
+            after the last.
+        budget_left: Called before each epoch with what the epoch and its validation pass
+            will cost (clip-frames): :obj:`False` ends the trial there (pruned, marked as
+            stopped by the budget). :obj:`None`: no budget.
+    """
+
+    def __init__(
+        self,
+        space: dict[str, list[Any]],
+        splits: Splits,
+        config: TrainerConfig,
+        *,
+        base_lr: float,
+        models_dir: str,
+        validate_every_epoch: bool,
+        budget_left: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.space = space
+        self.splits = splits
+        self.config = config
+        self.base_lr = base_lr
+        self.models_dir = models_dir
+        self.validate_every_epoch = validate_every_epoch
+        self.budget_left = budget_left
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = {name: trial.suggest_categorical(name, list(c)) for name, c in self.space.items()}
+        schedule = schedule_of(params, self.base_lr)
+        runner = Runner(self.config, len(self.splits.train.classes))
+        started, cpu_started = time.perf_counter(), time.process_time()
+        meter = runner.meter = Compute()
+
+        def record() -> None:
+            meter.seconds = time.perf_counter() - started
+            meter.cpu_seconds = time.process_time() - cpu_started
+            trial.storage.set_trial_system_attr(trial._trial_id, KEY_COMPUTE, meter.to_dict())
+
+        model = runner.build_model()
+        optimizer: torch.optim.Optimizer | None = None
+        score = 0.0
+        last = schedule.total_epochs
+        for epoch in range(1, last + 1):
+            stage = schedule.stage_at(epoch)
+            validate = self.validate_every_epoch or epoch == last
+            cost = (len(self.splits.train) + validate * len(self.splits.val)) * stage.clip_length
+            if self.budget_left is not None and not self.budget_left(cost):
+                trial.storage.set_trial_system_attr(trial._trial_id, KEY_STOPPED, "budget")
+                raise optuna.TrialPruned(f"compute budget reached before epoch {epoch}")
+            if optimizer is None:
+                optimizer = runner.optimizer(model, schedule.lr_at(epoch))
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr_at(epoch)
+            train = self.splits.train.with_clip(
+                clip_length=stage.clip_length, sampling=stage.sampling
+            )
+            runner.train_epoch(model, optimizer, train, seed=self.config.seed + epoch, epoch=epoch)
+            if validate:
+                val = self.splits.val.with_clip(
+                    clip_length=stage.clip_length, sampling=stage.sampling
+                )
+                score = runner.evaluate(model, val.with_mode("val"))
+                trial.report(score, epoch)
+            record()
+            if validate and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+        path = model_path(self.models_dir, trial.study, trial.number)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(model.state_dict(), path + ".tmp")
+        os.replace(path + ".tmp", path)
+        return score
+
+
+def fail_interrupted(study: optuna.Study) -> list[FrozenTrial]:
+    """Fail the trials a killed run left RUNNING (the caller holds the cell's lock, so no live
+    process owns them) and return them."""
+    left = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in left:
+        study._storage.set_trial_system_attr(trial._trial_id, KEY_STOPPED, "interrupted")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return left
+
+
+def run_tpe(
+    study: optuna.Study,
+    objective: ScheduleObjective,
+    budget: float,
+    *,
+    log: Callable[[str], None],
+) -> None:
+    """Ask TPE for schedules until ``budget`` clip-frames (training and validation) are spent.
+
+    Resumable: an attempt a killed run left RUNNING is failed (its recorded passes stay
+    counted, as a failed planning attempt's are) and its schedule asked for again.
+    """
+    for left in fail_interrupted(study):
+        # Killed before TPE had suggested the whole schedule: nothing to repeat.
+        if set(left.params) == set(objective.space):
+            study.enqueue_trial(dict(left.params))
+        log(f"  tpe trial {left.number} was interrupted: failed, its schedule asked for again")
+    smallest = min(int(c) for s in objective.space["clip_schedule"] for c in str(s).split("-"))
+    cheapest = (len(objective.splits.train) + len(objective.splits.val)) * smallest
+    spent = [study_compute(study).clip_frames]
+    if any(t.system_attrs.get(KEY_STOPPED) == "budget" for t in study.trials):
+        return
+
+    def budget_left(cost: int) -> bool:
+        if spent[0] + cost > budget:
+            return False
+        spent[0] += cost
+        return True
+
+    objective.budget_left = budget_left
+    while spent[0] + cheapest <= budget:
+        trial = study.ask()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            if study._storage.get_trial(trial._trial_id).system_attrs.get(KEY_STOPPED):
+                break
+            continue
+        except Exception as exc:  # a diverged schedule is a failed trial, not a failed run
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"  tpe trial {trial.number} failed: {exc!r}")
+            continue
+        study.tell(trial, value)
+        log(f"  tpe trial {trial.number}: val {value:.4f}, spent {spent[0]:.0f}/{budget:.0f}")
+    else:
+        # The budget ran out between trials: mark the last trial so a rerun does not ask more.
+        last = study.trials[-1] if study.trials else None
+        if last is not None:
+            study._storage.set_trial_system_attr(last._trial_id, KEY_STOPPED, "budget")

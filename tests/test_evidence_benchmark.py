@@ -1,0 +1,150 @@
+"""The evidence benchmark (benchmarks/evidence.py) end to end on its smoke setting: killed
+mid-grid, reported as partial, resumed to the end without repeating finished work."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _command(workdir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.evidence",
+        "--smoke",
+        "--workdir",
+        str(workdir),
+        "--heartbeat",
+        "0.3",
+        "--grace",
+        "2",
+        "--no-calibrate",
+    ]
+
+
+def _studies(workdir: Path) -> dict[str, optuna.Study]:
+    from optuna_opplan import create_storage
+
+    storage = create_storage(str(workdir / "evidence.log"))
+    return {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+        for s in optuna.get_all_study_summaries(storage)
+    }
+
+
+def _wait_for_grid_progress(workdir: Path, process: subprocess.Popen, timeout: float) -> str:
+    """Wait until the first cell's grid has a completed schedule and another running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the benchmark ended before it could be interrupted"
+        if (workdir / "evidence.log").exists():
+            for name, study in _studies(workdir).items():
+                if not name.endswith("-grid"):
+                    continue
+                states = [t.state for t in study.get_trials(deepcopy=False)]
+                if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                    return name
+        time.sleep(0.05)
+    raise AssertionError("no grid progress to interrupt")
+
+
+def test_smoke_run_killed_mid_grid_resumes_and_finishes(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        _command(tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        killed_grid = _wait_for_grid_progress(tmp_path, process, timeout=300)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    running = [
+        t.number
+        for t in _studies(tmp_path)[killed_grid].get_trials(deepcopy=False)
+        if t.state == TrialState.RUNNING
+    ]
+    assert running, "the kill was meant to leave a grid schedule running"
+
+    # Before resuming: the report says partial and gives no numbers for unfinished flavours.
+    subprocess.run([*_command(tmp_path), "--report-only"], cwd=ROOT, env=env, check=True)
+    partial = (tmp_path / "evidence.md").read_text()
+    assert "PARTIAL" in partial and "0 of 3 cells" in partial
+    assert "No flavour has every seed finished yet: no result." in partial
+    assert json.loads((tmp_path / "evidence.json").read_text())["results"] == {}
+    headline = (tmp_path / "headline.md").read_text()
+    assert "PARTIAL: 0 of 3 cells" in headline and "**No result yet**" in headline
+    assert "points" not in headline
+
+    done = subprocess.run(
+        _command(tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = (tmp_path / "evidence.md").read_text()
+    assert "**complete**: all 3 cells" in report
+    data = json.loads((tmp_path / "evidence.json").read_text())
+    assert data["status"] == "complete" and set(data["results"]) == {
+        "temporal",
+        "motion",
+        "rhythm",
+    }
+    headline = (tmp_path / "headline.md").read_text().split("\n")
+    assert "complete: 3 of 3 cells" in headline[2]
+    assert sum(line.startswith(("| temporal", "| motion", "| rhythm")) for line in headline) == 3
+    assert len(data["invocations"]) == 2  # the first run and the resume are both on record
+
+    studies = _studies(tmp_path)
+    for flavour in ("temporal", "motion", "rhythm"):
+        grid = studies[f"evidence-{flavour}-s0-grid"]
+        complete = [t for t in grid.trials if t.state == TrialState.COMPLETE]
+        points = [tuple(sorted(t.params.items())) for t in complete]
+        # Every grid point ran to completion exactly once (the smoke grid has 2 x 1 x 2 x 2).
+        assert len(points) == len(set(points)) == 8
+        failed = [t for t in grid.trials if t.state == TrialState.FAIL]
+        assert len(failed) == (1 if grid.study_name == killed_grid else 0)
+        assert [t.number for t in failed] == (running if failed else [])
+
+        planning = studies[f"evidence-{flavour}-s0"]
+        tpe = studies[f"evidence-{flavour}-s0-tpe"]
+        cell = next(c for c in data["cells"] if c["flavour"] == flavour)
+        budget = cell["planned"]["compute"]["clip_frames"]
+        # TPE spent the planning's compute to the epoch: never more, and less only by less
+        # than one epoch and its validation pass (6 training + 6 validation videos, at most
+        # 4 frames a clip: 48 clip-frames).
+        assert 0 <= budget - cell["tpe"]["compute"]["clip_frames"] < 48
+        assert any(t.state == TrialState.COMPLETE for t in tpe.trials)
+        # The grid's compute: every completed schedule in full, plus what the killed one did.
+        assert cell["grid"]["compute"]["clip_frame_epochs"] == sum(
+            _schedule_cfe(t.params) for t in complete
+        ) + sum(
+            t.system_attrs.get("opplan:compute", {}).get("clip_frame_epochs", 0) for t in failed
+        )
+        assert len(cell["planned"]["correct"]) == 6  # 6 classes x 1 test video
+        assert planning.trials
+
+    # Everything is done: running the command again trains nothing.
+    again = subprocess.run(
+        _command(tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "transitions" not in again.stdout
+    after = _studies(tmp_path)
+    assert {n: len(s.trials) for n, s in after.items()} == {
+        n: len(s.trials) for n, s in studies.items()
+    }
+
+
+def _schedule_cfe(params: dict) -> int:
+    from optuna_opplan.video._grid import schedule_of
+
+    return schedule_of(params, 0.1).clip_frame_epochs

@@ -1,0 +1,138 @@
+"""The evidence benchmark's results files from made-up finished cells: verdicts, partial runs,
+the best-schedule check (benchmarks/_evidence_report.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import _evidence_report as report
+from benchmarks.evidence import FULL
+
+VIDEOS = 1200
+PARAMS = {"clip_schedule": "4-16", "decay": "cosine", "total_epochs": 16}
+
+
+class FakeCell:
+    """A cell with a made-up summary: per-video hits drawn at given accuracies."""
+
+    def __init__(
+        self, flavour: str, seed: int, accuracy: dict[str, float], best: str, done: bool = True
+    ) -> None:
+        self.flavour, self.seed, self.name = flavour, seed, f"evidence-{flavour}-s{seed}"
+        self._done = done
+        # The same draw in every seed: no seed-to-seed spread, only the test videos' own.
+        rng = np.random.default_rng(len(flavour))
+        base = rng.random(VIDEOS)
+        self._rows = {
+            method: {
+                "correct": (base < p).astype(int).tolist(),
+                "accuracy": float((base < p).mean()),
+                "compute": {
+                    "clip_frames": {"planned": 1000, "grid": 7000, "tpe": 990}[method],
+                    "clip_frame_epochs": 10,
+                    "seconds": 5.0,
+                    "attempts": 3,
+                },
+                "params": {**PARAMS, "sampling": best},
+                "plan": {"stages": [{"params": {"clip_length": 4, "lr": 0.1}, "epochs": 3}]},
+            }
+            for method, p in accuracy.items()
+        }
+        self._rows["grid"]["val_by_point"] = {best: 0.9, "other": 0.5}
+
+    def done(self) -> bool:
+        return self._done
+
+    def summary(self) -> dict[str, Any]:
+        return {"flavour": self.flavour, "seed": self.seed, **self._rows}
+
+    def progress(self) -> str:
+        return "planning 3 of 36 transitions; grid not started; TPE not started"
+
+
+CONTEXT = report.Context("cmd", "2026-01-01 00:00 UTC", "abc1234", "a machine", "1.0, 1.0, 1.0")
+RUN = {**CONTEXT.__dict__}
+SETTING = replace(FULL, flavours=("motion", "temporal", "rhythm"))
+
+
+def _cells(done: int = 9, same_best: bool = False) -> list[FakeCell]:
+    # Planned equals the grid on motion, beats it by 6 points on temporal, loses 6 on rhythm;
+    # TPE is 20 points behind everywhere.
+    accuracy = {
+        "motion": {"planned": 0.9, "grid": 0.9, "tpe": 0.7},
+        "temporal": {"planned": 0.9, "grid": 0.84, "tpe": 0.7},
+        "rhythm": {"planned": 0.84, "grid": 0.9, "tpe": 0.64},
+    }
+    best = {"motion": "consecutive", "temporal": "uniform", "rhythm": "consecutive"}
+    cells = [
+        FakeCell(f, s, accuracy[f], "uniform" if same_best else best[f])
+        for s in SETTING.seeds
+        for f in SETTING.flavours
+    ]
+    for cell in cells[done:]:
+        cell._done = False
+    return cells
+
+
+def _write(tmp_path: Path, cells: list[FakeCell]) -> tuple[str, str, dict[str, Any]]:
+    report.write(SETTING, cells, CONTEXT, str(tmp_path), smoke=False, runs=[RUN])
+    return (
+        (tmp_path / "evidence.md").read_text(),
+        (tmp_path / "headline.md").read_text(),
+        json.loads((tmp_path / "evidence.json").read_text()),
+    )
+
+
+def test_complete_run_says_where_planning_wins_ties_and_loses(tmp_path: Path) -> None:
+    evidence, headline, data = _write(tmp_path, _cells())
+    assert data["status"] == "complete"
+    verdicts = {f: data["results"][f]["planned_minus_grid"]["verdict"] for f in SETTING.flavours}
+    assert verdicts == {
+        "motion": "no resolvable difference",
+        "temporal": "better",
+        "rhythm": "worse",
+    }
+    rows = {
+        line.split(" |")[0][2:]: line for line in headline.splitlines() if line.startswith("| ")
+    }
+    assert "**no resolvable difference**" in rows["motion"].split(" | ")[1]
+    assert "**planning wins**" in rows["temporal"].split(" | ")[1]
+    assert "**planning loses**" in rows["rhythm"].split(" | ")[1]
+    assert all("**planning wins**" in rows[f].split(" | ")[2] for f in SETTING.flavours)
+    assert "7.0x" in rows["motion"]  # whole grid / planning compute
+    assert "**complete**: all 9 cells" in evidence
+    assert "PARTIAL" not in evidence + headline
+    # 3 identical seeds x 1,200 videos of a 6-point gap: under a point each side.
+    temporal = data["results"]["temporal"]["planned_minus_grid"]
+    assert temporal["points"] == pytest.approx(6.0, abs=1.0)
+    assert temporal["half_width"] < 1.0 and temporal["test_videos"] == 3 * VIDEOS
+
+
+def test_partial_run_gives_numbers_only_for_flavours_with_every_seed(tmp_path: Path) -> None:
+    # Seed-major order: 7 done leaves rhythm's and temporal's last seed unfinished... only
+    # motion has all three seeds.
+    evidence, headline, data = _write(tmp_path, _cells(done=7))
+    assert data["status"] == "partial" and set(data["results"]) == {"motion"}
+    assert "PARTIAL: 7 of 9 cells" in headline
+    assert "Not finished yet (no numbers): temporal, rhythm." in headline
+    assert "### temporal" not in evidence and "### motion" in evidence
+    assert "- evidence-rhythm-s2: planning 3 of 36 transitions" in evidence
+
+
+def test_no_finished_flavour_is_no_result(tmp_path: Path) -> None:
+    evidence, headline, data = _write(tmp_path, _cells(done=2))
+    assert data["results"] == {}
+    assert "**No result yet**" in headline and "points" not in headline
+    assert "No flavour has every seed finished yet: no result." in evidence
+
+
+@pytest.mark.parametrize(("same_best", "expected"), [(False, "differs"), (True, "is the SAME")])
+def test_best_schedule_check(tmp_path: Path, same_best: bool, expected: str) -> None:
+    evidence, _, _ = _write(tmp_path, _cells(same_best=same_best))
+    assert f"The best grid point by mean validation score {expected}" in evidence
