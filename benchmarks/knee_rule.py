@@ -299,18 +299,13 @@ def room(segments: Sequence[lc.Segment]) -> float:
 
 
 def verdict(p: Position, reg_ci: tuple[float, float], ep_ci: tuple[float, float]) -> str:
-    meets = (p.regret_in_range and p.regret_gain >= 0.5) or (
-        p.epochs_in_range and p.epoch_saving >= 0.15
-    )
     inside = reg_ci[0] > 0 or ep_ci[0] > 0
     outside = reg_ci[1] < 0 or ep_ci[1] < 0
     if inside and not outside:
-        where = "inside"
-    elif outside and not inside:
-        where = "outside"
-    else:
-        where = "on it (no resolvable difference)"
-    return where + ("; meets the issue's bar" if meets else "; does not meet the issue's bar")
+        return "inside"
+    if outside and not inside:
+        return "outside"
+    return "on it (no resolvable difference)"
 
 
 def loso(frames: dict[str, Frame]) -> list[str]:
@@ -378,26 +373,31 @@ def _default_line(frame: Frame, label: str, patiences: Any) -> str:
     )
 
 
-def meets_bar(frame: Frame, rule: str) -> bool:
-    """The issue's bar, against patience's own frontier (either patience range)."""
-    for patiences in (ISSUE_PATIENCES, STRICT_PATIENCES):
-        p = position(frame, rule, patiences=patiences)
-        if (p.regret_in_range and p.regret_gain >= 0.5) or (
-            p.epochs_in_range and p.epoch_saving >= 0.15
-        ):
-            return True
-    return False
+def meets_issue_bar(frame: Frame, rule: str) -> bool:
+    """The issue's bar: against the patience 2-30 frontier interpolated at the rule's point."""
+    p = position(frame, rule)
+    return p.regret_gain >= 0.5 or p.epoch_saving >= 0.15
+
+
+def meets_strict_bar(frame: Frame, rule: str) -> bool:
+    """The same bar against patience 0-30, counting only lines between patience settings."""
+    p = position(frame, rule, patiences=STRICT_PATIENCES)
+    return (p.regret_in_range and p.regret_gain >= 0.5) or (
+        p.epochs_in_range and p.epoch_saving >= 0.15
+    )
 
 
 def summary(frames: dict[str, Frame]) -> list[str]:
     default = improve_name(*IMPROVE_SETTINGS[0])
     lines = [
-        f"Default rule: {default}. Gains against the issue's frontier (patience 2-30) / the "
-        "stricter one (patience 0-30); '(a)': against the line to 'train nothing' only.",
+        f"Default rule: {default}. Gains against the issue's frontier (patience 2-30, "
+        "interpolated; below patience 2 towards 'train nothing') / the stricter one (patience "
+        "0-30); '(a)': the comparison is against the line to 'train nothing'. The issue's bar: "
+        "a regret gain of at least 0.5 or an epoch saving of at least 15%.",
         "",
         "| set | oracle epochs | epochs | mean regret | p90 | regret gain | epoch saving | "
-        "meets the issue's bar |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "issue's bar | bar against patience 0-30 settings only |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, frame in frames.items():
         a = position(frame, default)
@@ -413,7 +413,8 @@ def summary(frames: dict[str, Frame]) -> list[str]:
             f"{fmt(a.regret_gain, a.regret_in_range)} / {fmt(b.regret_gain, b.regret_in_range)} | "
             f"{fmt(a.epoch_saving, a.epochs_in_range, True)} / "
             f"{fmt(b.epoch_saving, b.epochs_in_range, True)} | "
-            f"{'yes' if meets_bar(frame, default) else 'no'} |"
+            f"{'met' if meets_issue_bar(frame, default) else 'missed'} | "
+            f"{'met' if meets_strict_bar(frame, default) else 'missed'} |"
         )
     return lines
 
@@ -423,7 +424,7 @@ def section(name: str, frame: Frame) -> str:
     parts = sorted({s.part for s in segments})
     unit = "perplexity points" if name == "lstm_ptb" else "accuracy points"
     every = RUN_EVERY.get(name, 1)
-    runs = "all runs" if every == 1 else f"every {every}th run"
+    runs = "all runs" if every == 1 else f"one run in {every}"
     lines = [
         f"### {name}: {len(segments)} segments of {runs} ({', '.join(parts)}); regret in {unit}",
         "",
@@ -501,7 +502,8 @@ def main() -> None:
         "regret; positive means inside the frontier. Patience without bound is 'train "
         "everything', so the line to that point is patience's own; '(a)': the rule trains fewer "
         "epochs (or has more regret) than the shortest patience, so the figure is against the "
-        "line to 'train nothing', not patience, and does not count for the issue's bar. "
+        "line from that patience to 'train nothing' (the issue's frontier interpolated below "
+        "patience 2), not between two patience settings. "
         "PatientPruner(0) and (1) are shown too, and a stricter frontier that includes them is "
         f"reported for the default. Intervals: 95% bootstrap over runs ({BOOTSTRAP} resamples). "
         f"On AlexNet the paper and improve rules decide every {STRIDE_LONG}th evaluation, "
