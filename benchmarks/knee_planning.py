@@ -133,10 +133,11 @@ def main() -> None:
     lines = [
         "# Stopping rule and planning: compute and plan regret (simulation)",
         "",
-        f"Command: `nice -n 10 .venv/bin/python -m benchmarks.knee_planning "
-        f"{shlex.join(sys.argv[1:])}`".rstrip()
-        + "` (from the repository root; "
-        f"{time.perf_counter() - start:.0f} s)",
+        "Command: `"
+        + " ".join(
+            ["nice -n 10 .venv/bin/python -m benchmarks.knee_planning", shlex.join(sys.argv[1:])]
+        ).strip()
+        + f"` (from the repository root; {time.perf_counter() - start:.0f} s)",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
         f"Commit: {commit}. Machine: {machine()}. Load average before / after: "
         f"{load_before} / {load_average()}.",

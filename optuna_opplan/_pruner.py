@@ -25,7 +25,10 @@ from optuna_opplan._stopping import STOPPING_RULES
 from optuna_opplan._stopping import stopping_decision
 
 DEFAULT_RULE = "paper"
-"""The rule a ``KneePointPruner()`` runs (``benchmarks/results/knee_rule.md`` says why)."""
+"""The rule a ``KneePointPruner()`` runs. ``"improve"`` meets the bar for replacing it on the
+shared real curves (``benchmarks/results/knee_rule.md``), but one multi-worker run planned
+differently from the single-worker reference with it (unexplained, not reproduced on rerun), so
+the switch waits for that to be understood."""
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -43,7 +46,7 @@ def _fraction(name: str, value: Any, *, open_interval: bool) -> None:
 
 
 class KneePointPruner(BasePruner):
-    """Stop a transition when its validation curve has peaked: the knee rule, or "improve".
+    """Stop a transition when more training is unlikely to help ("improve") or at the knee.
 
     Two rules (``rule``), both deciding after each reported epoch ``n`` on the curve
     ``[v0, v1, ..., vn]``, both always stopping at ``max_epochs`` and at once on a non-finite
@@ -52,13 +55,22 @@ class KneePointPruner(BasePruner):
     - ``"paper"``: the paper's rule. Once ``delay`` epochs have run, fit a unimodal curve (the
       exponential family by default) and its knee ``t*`` (the fitted argmax); stop when
       ``n >= t* + delay``; a failed fit never stops it. Its measured cost on real learning
-      curves (``benchmarks/results/knee_rule.md``): PAPER_COST
+      curves (``benchmarks/results/knee_rule.md``), at T=10: it saves nothing on the CIFAR-10
+      ResNets (99.7% of the epochs) or MetaQNN (100%), stops ImageNet AlexNet runs still at
+      chance (4.4% of the evaluations, mean regret 6.07 accuracy points, against 2.42 at 52.7%
+      for ``"improve"``), and lies inside PatientPruner's frontier only on the LSTM
+      perplexities (90.1% of the epochs, 0.84 perplexity points, 1.28 below the frontier);
+      keeping ``t*`` itself (``keep="knee"``, as the paper) costs 0.96 points on the ResNets.
     - ``"improve"``: stop when training on is unlikely to help. Once ``delay`` epochs have run,
       an ensemble of extrapolations (flat, saturating exponentials, power laws, weighted by
       BIC) gives the probability that training on, up to ``max_epochs``, gains more than
       ``min_delta`` plus ``noise_factor`` times the curve's noise; it stops when that falls
       below ``threshold``. A curve that has not left its epoch-0 level (a run still at
-      chance) is never stopped before ``max_epochs``. IMPROVE_COST
+      chance) is never stopped before ``max_epochs``. Measured in the same file:
+      56.1% of the epochs at 2.46 points on the ResNets, 52.7% at 2.42 points on AlexNet
+      (17.6% fewer epochs than PatientPruner at equal regret), 82.8% at 1.25 perplexity
+      points on the LSTMs (11.4% fewer); on 5-epoch MetaQNN segments 89.4-92.9% at 0.22-0.26
+      points, where PatientPruner(0)/(1) do better. 0.19 ms per decision at 200 points.
 
     With a study ``direction="minimize"`` (a loss, a perplexity) both decide on the negated
     curve, so they stop exactly where the negated curve maximised would.
@@ -79,7 +91,7 @@ class KneePointPruner(BasePruner):
         delay: Epochs before the first decision; the paper rule also trains ``delay`` epochs
             past the knee. :obj:`None`: 10 for ``"paper"``, 4 for ``"improve"``.
         max_epochs: Hard cap on the epochs of one transition (and the improve rule's horizon).
-        rule: ``"paper"`` or ``"improve"``.
+        rule: ``"paper"`` (the default) or ``"improve"``.
         curve: The paper rule's family: ``"exponential"``, ``"power"``, ``"multi_power"`` or
             ``"multi_exponential"``.
         keep: The paper rule's kept epoch: ``"best"`` or ``"knee"``.
@@ -181,11 +193,14 @@ class KneePointPruner(BasePruner):
             **self._settings(),
         }
 
-    def decide(self, values: list[float], *, minimize: bool = False) -> KneeDecision:
+    def decide(
+        self, values: list[float], *, minimize: bool = False, final: bool = False
+    ) -> KneeDecision:
         """The decision for a curve ``[v0, v1, ..., vn]`` (pure: no storage involved).
 
         With ``minimize`` (a loss, a perplexity) it decides on the negated curve, and the
-        decision's fit is in the curve's own units.
+        decision's fit is in the curve's own units. ``final``: the objective has ended, and
+        the improve rule fits the curve even if it would not stop (the planner's score).
         """
         return stopping_decision(
             values,
@@ -193,6 +208,7 @@ class KneePointPruner(BasePruner):
             delay=self.delay,
             max_epochs=self.max_epochs,
             minimize=minimize,
+            final=final,
             **self._settings(),
         )
 

@@ -21,6 +21,7 @@ import numpy as np
 from optuna_opplan._improvement import DEFAULT_DELAY
 from optuna_opplan._improvement import improve_decision
 from optuna_opplan._knee import KneeDecision
+from optuna_opplan._knee import fit_knee
 from optuna_opplan._knee import knee_decision
 
 STOPPING_RULES: tuple[str, ...] = ("improve", "paper")
@@ -40,6 +41,7 @@ def stopping_decision(
     delay: int,
     max_epochs: int | None,
     minimize: bool = False,
+    final: bool = False,
     **settings: Any,
 ) -> KneeDecision:
     """One decision of ``rule`` on ``[v0, v1, ..., vn]``.
@@ -50,6 +52,8 @@ def stopping_decision(
         delay: The rule's ``delay``.
         max_epochs: The cap.
         minimize: Lower scores are better: decide on the negated curve.
+        final: The objective has ended on its own: the improve rule, which fits a curve only
+            when it stops, fits one now for the planner's score.
         settings: The rule's own settings (``curve``/``keep``/``loss`` for ``"paper"``,
             ``threshold``/``min_delta``/``noise_factor`` for ``"improve"``).
 
@@ -73,6 +77,8 @@ def stopping_decision(
         decision = knee_decision(y, delay=delay, max_epochs=max_epochs, **settings)
     elif rule == "improve":
         decision = improve_decision(y, delay=delay, max_epochs=max_epochs, **settings)
+        if final and decision.fit is None:
+            decision = replace(decision, fit=fit_knee(y))
     else:
         raise ValueError(f"`rule` must be one of {STOPPING_RULES}, but got rule={rule!r}.")
     if minimize and decision.fit is not None:

@@ -329,7 +329,7 @@ class _Worker:
                 f"non-finite validation score at epoch {bad[0]}",
             )
         decision = self.pruner.decide(
-            values, minimize=self.study.direction == StudyDirection.MINIMIZE
+            values, minimize=self.study.direction == StudyDirection.MINIMIZE, final=True
         )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"

@@ -36,7 +36,8 @@ def _study(
     study = optuna.create_study(
         direction="maximize",
         sampler=op.PlanningSampler(graph),
-        pruner=op.KneePointPruner(delay=3, max_epochs=40),
+        # The paper rule: these figures draw its knee; the improve rule has its own test.
+        pruner=op.KneePointPruner(delay=3, max_epochs=40, rule="paper"),
     )
     op.run_worker(study, objective or SimulatedObjective(seed=0), max_transitions=max_transitions)
     return study
@@ -479,3 +480,24 @@ def test_publish_updates_as_planning_goes_on() -> None:
     note = optuna_dashboard.get_note(study)
     assert "Planning in progress" not in note
     assert dashboard.plan_markdown(op.get_plan(study)) in note
+
+
+def test_the_knee_view_shows_what_the_improve_rule_decided_on() -> None:
+    graph = _small_graph()
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=op.PlanningSampler(graph),
+        pruner=op.KneePointPruner(rule="improve", max_epochs=60),
+    )
+    op.run_worker(study, SimulatedObjective(seed=0))
+    dashboard.publish(study)
+    for trial in study.trials:
+        record = trial.system_attrs["opplan:knee"]
+        assert record["rule"] == "improve"
+        body = optuna_dashboard.get_note(_NoteTarget(study, trial._trial_id))
+        assert "| stopping rule | improve |" in body
+        if record["reason"] == "no_improvement":
+            assert f"| probability of improvement | {record['probability']:.3f} " in body
+            title = dashboard.curve_figure(trial).layout.title.text
+            assert f"P(improve) {record['probability']:.3f} < 0.02 (no_improvement)" in title
+    assert any(t.system_attrs["opplan:knee"]["reason"] == "no_improvement" for t in study.trials)

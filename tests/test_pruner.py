@@ -45,7 +45,7 @@ def _run(pruner: op.KneePointPruner, curve, epoch0: float | None = None, limit: 
     ],
 )
 def test_stop_decisions(delay, max_epochs, curve, stop_range, reason) -> None:
-    pruner = op.KneePointPruner(delay=delay, max_epochs=max_epochs)
+    pruner = op.KneePointPruner(delay=delay, max_epochs=max_epochs, rule="paper")
     epoch, decisions, record = _run(pruner, curve)
     assert stop_range[0] <= epoch <= stop_range[1]
     assert record["reason"].startswith(reason)
@@ -56,7 +56,7 @@ def test_stop_decisions(delay, max_epochs, curve, stop_range, reason) -> None:
 
 
 def test_record_carries_the_fit() -> None:
-    _, _, record = _run(op.KneePointPruner(delay=5), _rise_and_fall)
+    _, _, record = _run(op.KneePointPruner(delay=5, rule="paper"), _rise_and_fall)
     for key in ("knee_epoch", "fitted_peak", "observed_at_knee", "rmse", "r2", "params"):
         assert key in record
     assert record["fit_ok"] is True
@@ -65,7 +65,7 @@ def test_record_carries_the_fit() -> None:
 
 def test_epoch0_point_is_part_of_the_fit() -> None:
     # Fine-tuning that only loses from the start: the knee is epoch 0 (keep the parent).
-    pruner = op.KneePointPruner(delay=4, keep="knee")
+    pruner = op.KneePointPruner(delay=4, keep="knee", rule="paper")
     epoch, _, record = _run(pruner, lambda t: 0.8 - 0.01 * t, epoch0=0.8)
     assert epoch == 4
     assert record["knee_epoch"] == 0
@@ -103,7 +103,7 @@ def test_decide_is_pure() -> None:
 
 
 def test_a_reported_step_zero_replaces_the_inherited_point() -> None:
-    pruner = op.KneePointPruner(delay=3, keep="knee")
+    pruner = op.KneePointPruner(delay=3, keep="knee", rule="paper")
     study = optuna.create_study(direction="maximize", pruner=pruner)
     trial = study.ask()
     study._storage.set_trial_system_attr(trial._trial_id, KEY_EPOCH0, 0.9)

@@ -361,6 +361,8 @@ def test_a_fit_that_never_succeeds_is_capped_and_fails_the_edge(monkeypatch) -> 
         clip_lengths=(8,), learning_rates=(0.1,), samplings=("uniform",)
     )
     study = _study(graph)
+    # The paper rule fits after every epoch, so a failing fit meets it at every decision.
+    study.pruner = op.KneePointPruner(delay=5, max_epochs=60, rule="paper")
     op.run_worker(study, SimulatedObjective(seed=0), **_fast())
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL

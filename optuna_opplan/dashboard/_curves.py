@@ -183,7 +183,22 @@ def _curve_title(curve: Curve, *, transition: bool = True) -> str:
         details.append("failed")
     elif not curve.trial.state.is_finished():
         details.append(f"{curve.trial.state.name.lower()}, {len(curve.values) - 1} epochs so far")
+    improve = improve_summary(curve.record)
+    if improve:
+        details.append(improve)
     return title + (" · " + ", ".join(details) if details else "")
+
+
+def improve_summary(record: dict[str, Any]) -> str:
+    """What the "improve" rule decided on at its last decision, in one phrase."""
+    reason = record.get("reason")
+    if record.get("rule") != "improve" or not isinstance(reason, str):
+        return ""
+    probability, threshold = record.get("probability"), record.get("threshold")
+    if isinstance(probability, (int, float)) and isinstance(threshold, (int, float)):
+        sign = "<" if probability < threshold else ">="
+        return f"P(improve) {probability:.3f} {sign} {threshold:g} ({reason})"
+    return f"improve rule: {reason.replace('_', ' ')}"
 
 
 def _curve_layout(fig: go.Figure, title: str) -> None:

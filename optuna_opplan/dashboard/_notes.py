@@ -145,6 +145,23 @@ def _trial_note(curve: Curve) -> str:
         rows.append(("status", f"{trial.state.name.lower()}: {reason or 'no result'}"))
         if record.get("knee_epoch") is not None:
             rows.append(("last knee t*", str(record["knee_epoch"])))
+    if record.get("rule"):
+        rows.append(("stopping rule", str(record["rule"])))
+    if record.get("rule") == "improve":
+        rows.append(("last decision", f"epoch {record.get('epoch')}: {record.get('reason')}"))
+        if record.get("probability") is not None:
+            rows += [
+                (
+                    "probability of improvement",
+                    f"{_num(record['probability'], '.3f')} (stops below "
+                    f"{_num(record.get('threshold'), 'g')})",
+                ),
+                (
+                    "gain that counts",
+                    f"> {_num(record.get('tolerance'))} (noise {_num(record.get('noise'))})",
+                ),
+                ("expected gain", _num(record.get("expected_gain"))),
+            ]
     if curve.fit is not None:
         rows.append(
             (
