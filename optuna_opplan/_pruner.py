@@ -70,7 +70,8 @@ class KneePointPruner(BasePruner):
       56.1% of the epochs at 2.46 points on the ResNets, 52.7% at 2.42 points on AlexNet
       (17.6% fewer epochs than PatientPruner at equal regret), 82.8% at 1.25 perplexity
       points on the LSTMs (11.4% fewer); on 5-epoch MetaQNN segments 89.4-92.9% at 0.22-0.26
-      points, where PatientPruner(0)/(1) do better. 0.19 ms per decision at 200 points.
+      points, where PatientPruner(0)/(1) do better. 0.28 ms (median) per decision at 200
+      points.
 
     With a study ``direction="minimize"`` (a loss, a perplexity) both decide on the negated
     curve, so they stop exactly where the negated curve maximised would.
