@@ -50,10 +50,15 @@ def _add_study_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> optuna.Study:
+    """The existing planning study: a missing storage file is an error, never created."""
     if not args.storage:
         raise CLIError("--storage is required (or set OPTUNA_STORAGE).")
     try:
-        return load_planning_study(study_name=args.study_name, storage=args.storage)
+        storage = create_storage(args.storage, must_exist=True)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        return load_planning_study(study_name=args.study_name, storage=storage)
     except KeyError:
         raise CLIError(
             f"Study {args.study_name!r} does not exist in {storage_label(args.storage)}."

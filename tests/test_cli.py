@@ -80,7 +80,7 @@ def test_status_of_a_study_in_progress(tmp_path) -> None:
     ("args", "message"),
     [
         (["plan", "--study-name", "x"], "--storage is required"),
-        (["plan", "--storage", "sqlite:///{tmp}/none.db", "--study-name", "x"], "does not exist"),
+        (["plan", "--storage", "sqlite:///{tmp}/none.db", "--study-name", "x"], "no file"),
         (
             ["status", "--storage", "postgresql://u:hunter2@127.0.0.1:1/x", "--study-name", "x"],
             "OperationalError",

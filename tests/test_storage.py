@@ -67,6 +67,11 @@ def test_a_writer_holding_the_lock_serialises_claims(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["plan.log", "plan.journal", "sub/dir/plan.jsonl"])
 def test_journal_paths(tmp_path, name) -> None:
+    if "/" in name:  # never created in a missing folder: a typo would start an empty study
+        with pytest.raises(FileNotFoundError, match="the folder .*sub/dir does not exist"):
+            op.create_storage(str(tmp_path / name))
+        assert not (tmp_path / "sub").exists()
+        (tmp_path / name).parent.mkdir(parents=True)
     storage = op.create_storage(str(tmp_path / name))
     assert isinstance(storage, JournalStorage)
     optuna.create_study(storage=storage, study_name="j")
@@ -100,3 +105,14 @@ def test_bad_urls_fail_clearly(url: str, message: str) -> None:
 def test_passwords_are_masked(text: str, expected: str) -> None:
     assert redact(text) == expected
     assert "s3cret" not in storage_label(text)
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_storage_in_a_missing_folder_is_one_clear_error(tmp_path, kind) -> None:
+    folder = tmp_path / "typo"
+    url = str(folder / "plan.log") if kind == "journal" else f"sqlite:///{folder / 'plan.db'}"
+    with pytest.raises(FileNotFoundError, match=f"the folder {folder} does not exist"):
+        op.create_storage(url)
+    with pytest.raises(FileNotFoundError, match="there is no file"):
+        op.create_storage(str(tmp_path / "x.log"), must_exist=True)
+    assert not folder.exists() and not (tmp_path / "x.log").exists()
