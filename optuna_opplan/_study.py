@@ -32,6 +32,25 @@ def _storage(storage: str | BaseStorage) -> BaseStorage:
     return create_storage(storage) if isinstance(storage, str) else storage
 
 
+class StudyNotFoundError(KeyError):
+    """No study of that name in the storage (a ``KeyError``, as Optuna's own)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, as a key
+        return str(self.args[0]) if self.args else ""
+
+
+def _load_study(study_name: str, storage: BaseStorage, **kwargs: Any) -> Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage, **kwargs)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+        known = f"; it holds {', '.join(map(repr, names[:10]))}" if names else ", which is empty"
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        raise StudyNotFoundError(
+            f"There is no study {study_name!r} in {storage_label(storage)}{known}{more}."
+        ) from None
+
+
 def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study:
     """Load a planning study with the sampler and pruner its workers were configured with.
 
@@ -66,7 +85,7 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
         3
     """
     resolved = _storage(storage)
-    study = optuna.load_study(study_name=study_name, storage=resolved)
+    study = _load_study(study_name, resolved)
     config = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
     if not isinstance(config, dict):
         raise ValueError(
@@ -84,9 +103,7 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
         initial_score=config["initial_score"],
     )
     pruner = KneePointPruner.from_config(config.get("pruner", {}))
-    return optuna.load_study(
-        study_name=study_name, storage=resolved, sampler=sampler, pruner=pruner
-    )
+    return _load_study(study_name, resolved, sampler=sampler, pruner=pruner)
 
 
 def create_planning_study(

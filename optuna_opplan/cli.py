@@ -59,10 +59,8 @@ def _load(args: argparse.Namespace) -> optuna.Study:
         raise CLIError(str(exc)) from None
     try:
         return load_planning_study(study_name=args.study_name, storage=storage)
-    except KeyError:
-        raise CLIError(
-            f"Study {args.study_name!r} does not exist in {storage_label(args.storage)}."
-        ) from None
+    except KeyError as exc:  # names the study, the storage and the studies it holds
+        raise CLIError(str(exc)) from None
 
 
 def _status(args: argparse.Namespace) -> int:
