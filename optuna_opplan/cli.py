@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import datetime
+import importlib.util
 import json
 import os
 import sys
@@ -379,7 +380,30 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# The optional extras (pyproject.toml) and the modules that need them.
+_EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "decord", "av"), "video"),
+    **dict.fromkeys(("matplotlib", "plotly", "optuna_dashboard"), "dashboard"),
+    **dict.fromkeys(("psycopg", "psycopg2"), "postgres"),
+}
+
+
+def _require(command: str, *modules: str) -> None:
+    """Fail at once, naming the ``pip install`` that fixes it, if an optional extra that
+    ``command`` needs is missing (rather than after minutes of work)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = ",".join(sorted({_EXTRAS[m] for m in missing}))
+        raise CLIError(
+            f"`opplan {command}` needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'optuna-opplan[{extras}]'"
+        )
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if not args.simulate:
+        _require("demo", "torch", "torchvision", "decord", "av", "matplotlib")
     from optuna_opplan import demo
 
     return demo.main(workdir=args.workdir, simulate=args.simulate, seed=args.seed)
