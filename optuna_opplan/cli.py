@@ -160,7 +160,13 @@ def _plan(args: argparse.Namespace) -> int:
     study = _load(args)
     try:
         plan = get_plan(study, partial=args.partial)
-    except (PlanIncompleteError, GoalUnreachableError) as exc:
+    except PlanIncompleteError:
+        counts = {k: v for k, v in get_progress(study).counts().items() if v}
+        raise CLIError(
+            f"Study {study.study_name!r} has unfinished transitions ({counts}): run workers "
+            "until they finish, or add --partial for the best plan so far."
+        ) from None
+    except GoalUnreachableError as exc:
         raise CLIError(str(exc)) from None
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))

@@ -74,6 +74,8 @@ def test_status_of_a_study_in_progress(tmp_path) -> None:
     assert 0 < report["critical_path_left"]["transitions"] <= len(graph.critical_path())
     out = _opplan("plan", "--storage", url, "--study-name", "p")
     assert out.returncode == 1 and "unfinished transitions" in out.stderr
+    assert "add --partial for the best plan so far" in out.stderr
+    assert "partial=True" not in out.stderr
 
 
 @pytest.mark.parametrize(
