@@ -7,6 +7,8 @@ lives in :mod:`optuna_opplan.video` and the networks in :mod:`optuna_opplan.mode
 from __future__ import annotations
 
 from optuna_opplan._axis import Axis
+from optuna_opplan._checkpoint import CheckpointError
+from optuna_opplan._checkpoint import load_checkpoint
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import KneeFit
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Axis",
+    "CheckpointError",
     "ConfigMismatchError",
     "GoalUnreachableError",
     "KneeDecision",
@@ -64,6 +67,7 @@ __all__ = [
     "get_progress",
     "harden_storage",
     "knee_decision",
+    "load_checkpoint",
     "load_planning_study",
     "run_worker",
 ]

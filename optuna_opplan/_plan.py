@@ -10,6 +10,16 @@ from optuna_opplan._state import State
 from optuna_opplan._transition import Transition
 
 SCORES = ("fitted", "observed")
+DIRECTIONS = ("maximize", "minimize")
+
+
+def check_direction(direction: str) -> str:
+    """``direction`` if it is ``"maximize"`` or ``"minimize"``; a ValueError otherwise."""
+    if direction not in DIRECTIONS:
+        raise ValueError(
+            f"`direction` must be one of {DIRECTIONS}, but got direction={direction!r}."
+        )
+    return direction
 
 
 class GoalUnreachableError(RuntimeError):
@@ -33,6 +43,7 @@ def resolve_states(
     *,
     score: str = "fitted",
     finished: frozenset[str] | None = None,
+    direction: str = "maximize",
 ) -> dict[State, Winner | None]:
     """The best incoming transition of every resolved state, in topological order.
 
@@ -41,10 +52,12 @@ def resolve_states(
     counts as finished (the plan's view once planning is over); otherwise only the keys in
     ``finished`` do, and states with an unfinished incoming transition are left out (the
     scheduler's view while planning runs). A resolved state whose incoming transitions all
-    failed, or start from unreachable states, maps to :obj:`None`.
+    failed, or start from unreachable states, maps to :obj:`None`. With ``direction``
+    ``"minimize"`` the lowest score wins.
     """
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}, but got score={score!r}.")
+    sign = 1.0 if check_direction(direction) == "maximize" else -1.0
     order = {t.key: i for i, t in enumerate(graph.transitions)}
     winners: dict[State, Winner | None] = {}
     for state in graph.states:
@@ -66,15 +79,16 @@ def resolve_states(
             candidate = Winner(
                 t, result, result.edge_score(score), base_epochs + result.epochs, order[t.key]
             )
-            if best is None or _better(candidate, best):
+            if best is None or _better(candidate, best, sign):
                 best = candidate
         winners[state] = best
     return winners
 
 
-def _better(a: Winner, b: Winner) -> bool:
-    # Higher score wins; ties go to the shorter schedule, then to the earlier transition.
-    return (-a.score, a.total_epochs, a.order) < (-b.score, b.total_epochs, b.order)
+def _better(a: Winner, b: Winner, sign: float = 1.0) -> bool:
+    # The better score wins (higher, or lower with sign -1); ties go to the shorter schedule,
+    # then to the earlier transition.
+    return (-sign * a.score, a.total_epochs, a.order) < (-sign * b.score, b.total_epochs, b.order)
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,16 @@ class Plan:
         score: The goal's score (its winning transition's edge score).
         transitions: Every transition on the path, including 0-epoch ones.
         trials: The trial number of each transition in ``transitions`` (:obj:`None` outside a
-            study); the last one holds the planned model's checkpoint.
+            study); the last one holds the planned model's checkpoint (see
+            :func:`load_checkpoint`).
         score_kind: ``"fitted"`` or ``"observed"``.
+        direction: ``"maximize"`` or ``"minimize"``: which scores are better.
+        failed: The failed transitions the DP routed around, ``(key, last error)``, as
+            :func:`get_plan` found them (a plan from :func:`compute_plan` knows none).
+        unfinished: Transitions not finished yet, ``(key, status)``: only in a partial plan.
+
+    The table (``print(plan)``) lists every transition of the path; one that kept epoch 0
+    trains nothing and keeps its source checkpoint.
 
     Example:
 
@@ -120,6 +142,9 @@ class Plan:
     trials: tuple[int | None, ...]
     results: tuple[TransitionResult, ...]
     score_kind: str = "fitted"
+    direction: str = "maximize"
+    failed: tuple[tuple[str, str], ...] = ()
+    unfinished: tuple[tuple[str, str], ...] = ()
 
     @property
     def total_epochs(self) -> int:
@@ -149,32 +174,53 @@ class Plan:
         return {
             "score": self.score,
             "score_kind": self.score_kind,
+            "direction": self.direction,
             "total_epochs": self.total_epochs,
             "goal": self.goal.key,
             "stages": stages,
             "path": [t.key for t in self.transitions],
+            "kept_source": [t.key for t, r in zip(self.transitions, self.results) if not r.epochs],
+            "routed_around": [{"transition": k, "error": e} for k, e in self.failed],
+            "unfinished": [{"transition": k, "status": st} for k, st in self.unfinished],
         }
 
     def __str__(self) -> str:
-        names = list(self.states[0].params) if self.states else []
-        header = ["stage", *names, "epochs", "score", "trial"]
+        names = list(self.goal.params)
+        kept = any(r.epochs == 0 for r in self.results)
+        header = ["stage", *names, "epochs", "score", "trial", *(["note"] if kept else [])]
         rows = []
-        for i, entry in enumerate(self.to_dict()["stages"], 1):
+        for i, (t, r, trial) in enumerate(zip(self.transitions, self.results, self.trials), 1):
+            note = ["keeps its source checkpoint" if r.epochs == 0 else ""] if kept else []
             rows.append(
                 [
                     str(i),
-                    *(_fmt(entry["params"][n]) for n in names),
-                    str(entry["epochs"]),
-                    f"{entry['score']:.4f}",
-                    "-" if entry["trial"] is None else str(entry["trial"]),
+                    *(_fmt(t.target.params[n]) for n in names),
+                    str(r.epochs),
+                    f"{r.edge_score(self.score_kind):.4f}",
+                    "-" if trial is None else str(trial),
+                    *note,
                 ]
             )
-        rows.append(
-            ["total", *([""] * len(names)), str(self.total_epochs), f"{self.score:.4f}", ""]
-        )
+        total = ["total", *([""] * len(names)), str(self.total_epochs), f"{self.score:.4f}", ""]
+        rows.append(total + ([""] if kept else []))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+        lines = [
+            "  ".join(
+                c.ljust(w) if j == len(r) - 1 and kept else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+            for r in [header, *rows]
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        if self.failed:
+            lines.append(f"routed around {len(self.failed)} failed transitions:")
+            lines += [f"  {key}: {error}" for key, error in self.failed]
+        if self.unfinished:
+            lines.append(
+                f"partial: {len(self.unfinished)} transitions not finished yet, this plan may "
+                "change:"
+            )
+            lines += [f"  {status:<8} {key}" for key, status in self.unfinished]
         return "\n".join(lines)
 
 
@@ -187,6 +233,7 @@ def compute_plan(
     results: Mapping[str, TransitionResult],
     *,
     score: str = "fitted",
+    direction: str = "maximize",
 ) -> Plan:
     """Dynamic programming over the transition graph: a pure function of graph and results.
 
@@ -200,6 +247,7 @@ def compute_plan(
         results: :class:`TransitionResult` by :attr:`Transition.key`, for the transitions that
             succeeded.
         score: ``"fitted"`` (fitted peak, the reference code's choice) or ``"observed"``.
+        direction: ``"maximize"`` (accuracy: highest score wins) or ``"minimize"`` (a loss).
 
     Raises:
         GoalUnreachableError: when no goal state is reachable through successful transitions.
@@ -220,12 +268,13 @@ def compute_plan(
     unknown = [key for key in results if key not in known]
     if unknown:
         raise ValueError(f"`results` names transitions that are not in the graph: {unknown}.")
-    winners = resolve_states(graph, results, score=score)
+    winners = resolve_states(graph, results, score=score, direction=direction)
+    sign = 1.0 if direction == "maximize" else -1.0
     goals = [(winners.get(g), i) for i, g in enumerate(graph.goal_states)]
     reached = [(w, i) for w, i in goals if w is not None]
     if not reached:
         raise GoalUnreachableError(_unreachable_reason(graph, results, winners))
-    best, _ = min(reached, key=lambda wi: (-wi[0].score, wi[0].total_epochs, wi[1]))
+    best, _ = min(reached, key=lambda wi: (-sign * wi[0].score, wi[0].total_epochs, wi[1]))
     chain: list[Winner] = [best]
     while chain[-1].transition.source is not None:
         source_winner = winners[chain[-1].transition.source]
@@ -241,6 +290,7 @@ def compute_plan(
         trials=tuple(w.result.trial for w in chain),
         results=tuple(w.result for w in chain),
         score_kind=score,
+        direction=direction,
     )
 
 

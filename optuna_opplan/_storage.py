@@ -35,7 +35,7 @@ class StorageUnavailableError(RuntimeError):
     """The study's storage kept failing (a database down longer than the worker waits)."""
 
 
-def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
+def create_storage(url: str, *, timeout: float = 60.0, must_exist: bool = False) -> BaseStorage:
     """An Optuna storage that several worker processes can share safely.
 
     - ``sqlite:///path.db``: an :class:`~optuna.storages.RDBStorage` whose transactions start
@@ -47,9 +47,19 @@ def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
       :class:`~optuna.storages.JournalStorage` on that file, with an ``open``-based lock that
       works on NFS too.
 
+    A SQLite or journal file is created when missing, but never in a missing folder: a typo
+    in the path is an error naming it, not an empty study somewhere else.
+
     Args:
         url: The storage URL or journal file path.
         timeout: Seconds a SQLite writer waits for the lock before failing.
+        must_exist: Refuse to create a missing SQLite or journal file (for tools that only
+            read a study).
+
+    Raises:
+        FileNotFoundError: if the file's folder does not exist, or ``must_exist`` and the
+            file does not.
+        ValueError: if ``url`` is neither a storage URL nor a journal file path.
 
     Example:
 
@@ -61,15 +71,17 @@ def create_storage(url: str, *, timeout: float = 60.0) -> BaseStorage:
     """
     if not isinstance(url, str) or not url:
         raise ValueError(f"`url` must be a storage URL or a journal file path, but got {url!r}.")
-    if url.startswith("journal://"):
-        return _journal(url[len("journal://") :])
-    if "://" not in url:
-        if url.endswith(JOURNAL_SUFFIXES):
-            return _journal(url)
+    if "://" not in url and not url.endswith(JOURNAL_SUFFIXES):
         raise ValueError(
             f"{redact(url)!r} is neither a storage URL (sqlite:///..., postgresql://...) nor a "
             f"journal file path ending in {JOURNAL_SUFFIXES}."
         )
+    path = local_file(url)
+    if path is not None:
+        _check_path(url, path, must_exist)
+    if url.startswith("journal://") or "://" not in url:
+        assert path is not None
+        return _journal(path)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": timeout}
@@ -94,9 +106,45 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 6) -> 
     raise AssertionError("unreachable")
 
 
-def _journal(path: str) -> JournalStorage:
+def local_file(url: str) -> str | None:
+    """The file a journal path or a ``sqlite:///`` URL names; :obj:`None` for anything else
+    (a server, an in-memory SQLite database).
+
+    Example:
+        >>> local_file("sqlite:///runs/plan.db"), local_file("plan.log")
+        ('runs/plan.db', 'plan.log')
+        >>> local_file("postgresql://db/optuna") is None, local_file("sqlite://") is None
+        (True, True)
+    """
+    if url.startswith("journal://"):
+        return url[len("journal://") :]
+    if "://" not in url:
+        return url
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    return None if not database or database == ":memory:" else database
+
+
+def _check_path(url: str, path: str, must_exist: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Storage {redact(url)}: the folder {folder} does not exist. Create it first (a "
+            "storage file is never created in a missing folder, so that a typo in the path "
+            "cannot start an empty study elsewhere)."
+        )
+    if must_exist and not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Storage {redact(url)}: there is no file {os.path.abspath(path)} (is the path "
+            "right? `opplan init`, create_planning_study or a worker creates it)."
+        )
+
+
+def _journal(path: str) -> JournalStorage:
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 

@@ -218,7 +218,9 @@ def _resolve_plan(graph: TransitionGraph, progress: Progress, plan: Plan | None)
         if not progress.is_complete:
             return None
         try:
-            return compute_plan(graph, progress.results, score=progress.score)
+            return compute_plan(
+                graph, progress.results, score=progress.score, direction=progress.direction
+            )
         except GoalUnreachableError:
             return None
     if not isinstance(plan, Plan):
@@ -600,6 +602,9 @@ def _recorded_fit(record: dict[str, Any], values: list[float]) -> KneeFit | None
     if record.get("epoch") != len(values) - 1:
         # The last recorded decision is about fewer epochs than reported (a report after the
         # last prune check): refit, which gives what the pruner would have fitted.
+        if record.get("minimize"):  # fitted as its negation, drawn in the study's units
+            fit = fit_knee([-v for v in values], curve=curve)
+            return fit.negated() if fit.ok else None
         fit = fit_knee(values, curve=curve)
         return fit if fit.ok else None
     return KneeFit(

@@ -426,3 +426,40 @@ def test_publish_updates_as_planning_goes_on() -> None:
     note = optuna_dashboard.get_note(study)
     assert "Planning in progress" not in note
     assert dashboard.plan_markdown(op.get_plan(study)) in note
+
+
+def test_a_minimised_loss_is_drawn_in_its_own_units_with_the_lowest_plan() -> None:
+    graph = _small_graph()
+
+    def loss(trial: optuna.Trial) -> None:
+        # A loss falling to its lowest point near epoch 8, then rising; lower for lr 0.01.
+        step = op.current_transition(trial)
+        base = 0.4 if step.params["lr"] == 0.01 else 0.6
+        for epoch in range(1, 60):
+            trial.report(base + 1.2 * 0.6**epoch + 0.003 * (epoch - 8) ** 2, epoch)
+            if trial.should_prune():
+                break
+
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=op.PlanningSampler(graph, initial_score=2.0),
+        pruner=op.KneePointPruner(delay=3, max_epochs=60),
+    )
+    op.run_worker(study, loss)
+    plan = op.get_plan(study)
+    trial = study.trials[0]
+    fig = dashboard.curve_figure(trial)
+    fit = _traces(fig, "fit")[0]
+    reported = dict(zip(_traces(fig, "reported")[0].x, _traces(fig, "reported")[0].y))
+    # The fit follows the reported loss (not its mirror image) ...
+    fitted = dict(zip(fit.x, fit.y))
+    assert all(abs(fitted[float(e)] - v) < 0.1 for e, v in reported.items())
+    # ... and the knee sits at the loss's lowest point, not its highest.
+    (knee,) = _traces(fig, "knee")
+    assert 5 <= knee.meta["epoch"] <= 11
+    # The DP kept the lowest loss into the goal, and the graph figure highlights that plan.
+    progress = op.get_progress(study)
+    into_goal = [progress.statuses[t.key].result for t in graph.predecessors(plan.goal)]
+    assert plan.score == min(r.score for r in into_goal if r is not None)
+    fig = dashboard.graph_figure(graph, study)
+    assert _arrow_ends(fig, PLAN_COLOR) == _expected_ends(graph, plan.transitions)

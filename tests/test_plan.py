@@ -88,6 +88,33 @@ def test_dp_against_brute_force(seed: int) -> None:
     assert plan.total_epochs == sum(results[t.key].epochs for t in plan.transitions)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_minimising_is_maximising_the_negated_scores(seed: int) -> None:
+    rng = random.Random(seed)
+    graph = _random_graph(rng)
+    results = _random_results(graph, rng)
+    negated = {
+        k: op.TransitionResult(-r.score, -r.observed, r.epochs, trial=r.trial)
+        for k, r in results.items()
+    }
+    try:
+        expected = op.compute_plan(graph, results)
+    except op.GoalUnreachableError:
+        with pytest.raises(op.GoalUnreachableError):
+            op.compute_plan(graph, negated, direction="minimize")
+        return
+    plan = op.compute_plan(graph, negated, direction="minimize")
+    assert plan.transitions == expected.transitions
+    assert plan.score == -expected.score
+    assert plan.direction == "minimize" and plan.to_dict()["direction"] == "minimize"
+
+
+def test_direction_is_checked() -> None:
+    graph = _chain_graph()
+    with pytest.raises(ValueError, match="`direction` must be one of .* direction='min'"):
+        op.compute_plan(graph, {}, direction="min")
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_dp_does_not_depend_on_result_order(seed: int) -> None:
     rng = random.Random(seed)
@@ -147,7 +174,26 @@ def test_zero_epoch_stages_are_dropped() -> None:
     assert plan.epochs == (7, 3)
     assert len(plan.transitions) == 3
     assert [s["epochs"] for s in plan.to_dict()["stages"]] == [7, 3]
-    assert "total" in str(plan)
+    assert plan.to_dict()["kept_source"] == [graph.transitions[1].key]
+    # The table shows every stage of the path, the one that trains nothing included.
+    lines = str(plan).splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3", "total"]
+    assert lines[3].split()[4:] == ["0", "0.6000", "1", "keeps", "its", "source", "checkpoint"]
+
+
+def test_a_goal_stage_of_zero_epochs_is_in_the_table() -> None:
+    graph = op.TransitionGraph.basic(
+        clip_lengths=(8,), learning_rates=(0.1, 0.01), samplings=("uniform",)
+    )
+    results = {
+        t.key: op.TransitionResult(0.8, 0.8, epochs=e, trial=i)
+        for i, (t, e) in enumerate(zip(graph.transitions, [9, 0]))
+    }
+    plan = op.compute_plan(graph, results)
+    assert plan.states == (graph.transitions[0].target,)  # trained stages only
+    last = str(plan).splitlines()[-2]
+    assert last.split()[:4] == ["2", "uniform", "8", "0.01"]
+    assert last.endswith("keeps its source checkpoint")
 
 
 def test_unreachable_goal_says_why() -> None:

@@ -52,7 +52,10 @@ def _superseded(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         ({"score": "best"}, "`score` must be one of ('fitted', 'observed'), but got score='best'"),
         ({"max_retries": -1}, "`max_retries` must be a non-negative int, but got max_retries=-1"),
         ({"max_retries": True}, "but got max_retries=True"),
-        ({"initial_score": "0"}, "`initial_score` must be a number, but got initial_score='0'"),
+        (
+            {"initial_score": "0"},
+            "`initial_score` must be a finite number or None, but got initial_score='0'",
+        ),
     ],
 )
 def test_constructor_arguments_are_validated(kwargs: dict[str, Any], message: str) -> None:

@@ -398,7 +398,7 @@ def test_probe_fails_fast_naming_the_file(tmp_path: Path, kind: str) -> None:
 def test_probe_skips_with_a_count_and_a_warning(tmp_path: Path, kind: str) -> None:
     root, entries = _hostile(tmp_path, kind)
     with pytest.warns(UserWarning, match=r"Skipped 1 of 3 videos .*bad/x"):
-        dataset = _dataset(root, entries, on_error="skip")
+        dataset = _dataset(root, entries, on_error="skip", max_skipped=0.5)
     assert [e.path for e in dataset.entries] == ["good/a.mp4", "good/b.mp4"]
     assert [path for path, _ in dataset.skipped] == [entries[1].path]
     assert dataset[1][0].shape == (3, 16, 24, 24)
@@ -406,7 +406,7 @@ def test_probe_skips_with_a_count_and_a_warning(tmp_path: Path, kind: str) -> No
 
 def test_validate_can_run_later_and_reports_the_reason(tmp_path: Path) -> None:
     root, entries = _hostile(tmp_path, "missing")
-    dataset = _dataset(root, entries, validate=False)
+    dataset = _dataset(root, entries, validate=False, max_skipped=0.5)
     assert len(dataset) == 3
     with pytest.raises(VideoReadError, match="does not exist"):
         dataset.validate()
@@ -448,4 +448,25 @@ def test_skip_mode_counts_failures_inside_dataloader_workers(tmp_path: Path) -> 
 def test_no_readable_video_left_is_an_error(tmp_path: Path) -> None:
     write_hostile_video(tmp_path / "x.mp4", "corrupt")
     with pytest.raises(VideoReadError, match="No readable video"), pytest.warns(UserWarning):
-        _dataset(tmp_path, [VideoEntry("x.mp4", 0)], on_error="skip")
+        _dataset(tmp_path, [VideoEntry("x.mp4", 0)], on_error="skip", max_skipped=1.0)
+
+
+@pytest.mark.parametrize("max_skipped", [0.05, 0.5])
+def test_a_list_missing_more_than_max_skipped_of_its_videos_fails_naming_a_few(
+    tmp_path: Path, max_skipped: float
+) -> None:
+    write_ramp_video(tmp_path / "good" / "a.mp4", 12)
+    write_ramp_video(tmp_path / "good" / "b.mp4", 12)
+    entries = [VideoEntry(f"gone/v{i}.mp4", i % 2) for i in range(8)]
+    entries += [VideoEntry("good/a.mp4", 0), VideoEntry("good/b.mp4", 1)]
+    with pytest.raises(VideoReadError) as info:
+        _dataset(tmp_path, entries, on_error="skip", max_skipped=max_skipped)
+    message = str(info.value)
+    assert f"8 of 10 videos under {str(tmp_path)!r} cannot be read (80%" in message
+    assert f"more than max_skipped={max_skipped:g}" in message
+    assert "gone/v0.mp4: the file does not exist; gone/v1.mp4" in message
+
+
+def test_max_skipped_is_a_share(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`max_skipped` must be a share between 0 and 1"):
+        _dataset(tmp_path, [VideoEntry("a.mp4", 0)], max_skipped=5)

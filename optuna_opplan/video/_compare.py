@@ -7,6 +7,7 @@ import optuna
 from optuna.study import Study
 from optuna.trial import TrialState
 
+from optuna_opplan._checkpoint import load_checkpoint
 from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._protocol import KEY_PLANNED_TEST
 from optuna_opplan._protocol import KEY_SCHEDULE
@@ -14,7 +15,7 @@ from optuna_opplan._protocol import KEY_TEST_ACCURACY
 from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan._protocol import epochs_of
 from optuna_opplan._study import get_plan
-from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import artifact_path
@@ -62,9 +63,8 @@ def planned_test_accuracy(study: Study, config: PlanConfig, splits: Splits) -> f
     assert last_trial is not None
     runner = Runner(build_trainer_config(config, progress=False), len(splits.test.classes))
     model = runner.build_model()
-    state = CheckpointStore(artifact_path(config)).load(study, last_trial)
-    if state is not None:
-        model.load_state_dict(state)
+    data = load_checkpoint(study, last_trial, artifact_store=artifact_path(config))
+    model.load_state_dict(state_from_bytes(data))
     goal = plan.goal.params
     view = splits.test.with_clip(
         clip_length=int(goal["clip_length"]), sampling=str(goal.get("sampling", "uniform"))

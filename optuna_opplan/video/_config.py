@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "flip": True,
         "num_test_clips": 4,
         "on_error": "skip",
+        "max_skipped": 0.05,
         "cache_dir": "",
         "videos_per_class": 40,
         "num_classes": 6,

@@ -48,7 +48,9 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
     Broken videos (missing, truncated, corrupt, zero frames, not a video extension) are found
     by :meth:`validate`, run at construction unless ``validate=False``: with
     ``on_error="raise"`` it fails on the first one, naming it; with ``"skip"`` it drops them
-    with one warning and records them in :attr:`skipped`. A video that still fails while
+    with one warning and records them in :attr:`skipped`, unless they are more than
+    ``max_skipped`` of the list (a wrong root or list file, not a few damaged videos): then it
+    fails, naming a few. A video that still fails while
     loading raises :class:`VideoReadError` naming it, or in skip mode is replaced by the next
     readable entry (deterministically) and counted in :attr:`load_failures`.
 
@@ -62,6 +64,7 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         transform: Augmentation and crop sizes; ``ClipTransform()`` when omitted.
         num_test_clips: Clips per video in ``"test"`` mode.
         on_error: ``"raise"`` or ``"skip"``.
+        max_skipped: The share of the videos that skip mode may drop (0 to 1).
         validate: Probe every video now.
         extensions: File extensions accepted as videos.
 
@@ -94,6 +97,7 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         on_error: str = "raise",
         validate: bool = True,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+        max_skipped: float = 0.05,
     ) -> None:
         self._root = Path(root)
         if not self._root.is_dir():
@@ -126,6 +130,16 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
             )
         self._num_test_clips = num_test_clips
         self._on_error = _check_choice("on_error", on_error, ON_ERROR)
+        if (
+            isinstance(max_skipped, bool)
+            or not isinstance(max_skipped, (int, float))
+            or not 0 <= max_skipped <= 1
+        ):
+            raise ValueError(
+                "`max_skipped` must be a share between 0 and 1, but got "
+                f"max_skipped={max_skipped!r}."
+            )
+        self._max_skipped = float(max_skipped)
         self._extensions = tuple(e.lower() for e in extensions)
         self._skipped: list[tuple[str, str]] = []
         self._reset_failures()
@@ -276,6 +290,13 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
                 dropped.append((entry.path, reason))
         finally:
             pool.shutdown(cancel_futures=True)
+        if len(dropped) > self._max_skipped * len(self._entries):
+            raise VideoReadError(
+                f"{len(dropped)} of {len(self._entries)} videos under {str(self._root)!r} "
+                f"cannot be read ({len(dropped) / len(self._entries):.0%}, more than "
+                f"max_skipped={self._max_skipped:g} of them): is the root or the list right? "
+                "E.g. " + "; ".join(f"{p}: {r}" for p, r in dropped[:3]) + "."
+            )
         if dropped:
             warnings.warn(
                 f"Skipped {len(dropped)} of {len(self._entries)} videos under "

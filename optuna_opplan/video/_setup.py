@@ -111,6 +111,7 @@ def build_splits(config: PlanConfig) -> Splits:
     kwargs: dict[str, Any] = {
         "transform": transform,
         "on_error": data["on_error"],
+        "max_skipped": data["max_skipped"],
         "num_test_clips": data["num_test_clips"],
     }
     if data["synthetic"]:
