@@ -54,6 +54,14 @@ class CheckpointError(RuntimeError):
     """
 
 
+class _CheckpointTypeError(CheckpointError, TypeError):
+    """A TypeError that stops the worker (a retry would pass the same wrong type)."""
+
+
+class _CheckpointValueError(CheckpointError, ValueError):
+    """A ValueError that stops the worker (a retry would pass the same wrong value)."""
+
+
 def as_artifact_store(artifact_store: Any) -> ArtifactStore:
     """An Optuna artifact store, or a location made into one (:func:`open_artifact_store`).
 
@@ -146,7 +154,7 @@ def open_artifact_store(location: str, *, client: Any = None) -> Any:
 def _as_bytes(data: Any) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    raise TypeError(
+    raise _CheckpointTypeError(
         "`data` must be bytes (a serialised checkpoint), but got "
         f"{type(data).__name__}: serialise it first, e.g. torch.save(model.state_dict(), buf) "
         "into an io.BytesIO and pass buf.getvalue(), or pickle.dumps(weights)."
@@ -181,7 +189,7 @@ class EpochCheckpoints:
 
     def save(self, epoch: int, data: Any) -> None:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise ValueError(
+            raise _CheckpointValueError(
                 f"`epoch` must be a positive int (the epoch reported with trial.report(value, "
                 f"epoch)), but got epoch={epoch!r}: the source checkpoint (epoch 0) is kept by "
                 "the engine."
@@ -367,6 +375,11 @@ def load_checkpoint(study: Study, trial_number: int, *, artifact_store: Any) -> 
         >>> pickle.loads(op.load_checkpoint(study, plan.trials[-1], artifact_store=store))
         {'trial': 0, 'epoch': 10}
     """
+    if isinstance(trial_number, bool) or not isinstance(trial_number, int):
+        raise ValueError(
+            "`trial_number` must be a trial's number (e.g. plan.trials[-1] of a plan from "
+            f"get_plan), but got trial_number={trial_number!r}."
+        )
     store = as_artifact_store(artifact_store)
     record = checkpoint_record(study, trial_number)
     if record is None:

@@ -114,9 +114,9 @@ class TransitionStep:
             data: The serialised checkpoint, e.g. ``torch.save`` into an ``io.BytesIO``.
 
         Raises:
-            CheckpointError: if the worker was started without an artifact store.
-            TypeError: if ``data`` is not bytes.
-            ValueError: if ``epoch`` is not a positive int.
+            CheckpointError: if the worker was started without an artifact store; also (as
+                a ``TypeError`` or ``ValueError`` too) if ``data`` is not bytes or ``epoch``
+                not a positive int. It stops the worker: a retry would fail the same way.
         """
         carrier = carrier_of(self.trial.storage, self.trial._trial_id)
         if carrier is None:

@@ -143,6 +143,7 @@ def test_save_checkpoint_says_what_it_expects(
 
     op.run_worker(_study(), objective, artifact_store=str(tmp_path), max_transitions=1)
     assert isinstance(seen[0], error)
+    assert isinstance(seen[0], op.CheckpointError), "a misuse stops the worker: no retries"
     with pytest.raises(error, match=match):
         raise seen[0]
 
@@ -311,3 +312,22 @@ def test_a_minimised_loss_keeps_its_lowest_epoch(tmp_path: Path) -> None:
     assert (
         pickle.loads(op.load_checkpoint(study, 0, artifact_store=str(tmp_path))) == result.epochs
     )
+
+
+def test_an_objective_passing_a_wrong_type_is_not_retried(tmp_path: Path) -> None:
+    study = _study()
+    calls = []
+
+    def objective(trial: optuna.Trial) -> None:
+        calls.append(trial.number)
+        trial.report(0.5, 1)
+        op.current_transition(trial).save_checkpoint(1, {"w": [1.0]})  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError, match="`data` must be bytes"):
+        op.run_worker(study, objective, artifact_store=str(tmp_path))
+    assert len(calls) == 1
+
+
+def test_load_checkpoint_wants_a_trial_number(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`trial_number` must be a trial's number .*=None"):
+        op.load_checkpoint(_study(), None, artifact_store=str(tmp_path))  # type: ignore[arg-type]
