@@ -9,6 +9,8 @@ from __future__ import annotations
 from optuna_opplan._axis import Axis
 from optuna_opplan._bootstrap import Difference
 from optuna_opplan._bootstrap import paired_difference
+from optuna_opplan._checkpoint import CheckpointError
+from optuna_opplan._checkpoint import load_checkpoint
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import KneeFit
@@ -41,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Axis",
+    "CheckpointError",
     "ConfigMismatchError",
     "Difference",
     "GoalUnreachableError",
@@ -67,6 +70,7 @@ __all__ = [
     "get_progress",
     "harden_storage",
     "knee_decision",
+    "load_checkpoint",
     "load_planning_study",
     "paired_difference",
     "run_worker",

@@ -81,6 +81,7 @@ class Progress:
         max_deaths: How often a transition whose worker died (stopped sending heartbeats) is
             tried again before it counts as a failed edge.
         initial_score: The epoch-0 point of transitions out of the initial node.
+        direction: ``"maximize"`` or ``"minimize"``: which edge scores the DP prefers.
     """
 
     def __init__(
@@ -92,10 +93,12 @@ class Progress:
         max_retries: int = 3,
         max_deaths: int = 20,
         initial_score: float = 0.0,
+        direction: str = "maximize",
     ) -> None:
         self.graph = graph
         self.score = score
         self.initial_score = initial_score
+        self.direction = direction
         self.statuses: dict[str, TransitionStatus] = {
             t.key: TransitionStatus(t) for t in graph.transitions
         }
@@ -126,7 +129,7 @@ class Progress:
         while True:
             finished = frozenset(k for k, s in self.statuses.items() if s.finished)
             self.winners: dict[State, Winner | None] = resolve_states(
-                graph, self.results, score=score, finished=finished
+                graph, self.results, score=score, finished=finished, direction=direction
             )
             changed = False
             for status in self.statuses.values():

@@ -67,6 +67,8 @@ class TrialRunner:
         heartbeat_interval: Seconds between beats of a running trial.
         grace: Seconds of silence after which another worker's trial counts as abandoned.
         on_settled: Called with the label of each trial whose outcome got recorded.
+        on_released: Called with the id of each trial this worker stops beating for (its
+            outcome recorded, or given up as the worker exits).
     """
 
     def __init__(
@@ -77,11 +79,13 @@ class TrialRunner:
         heartbeat_interval: float,
         grace: float,
         on_settled: Callable[[str], None] = lambda label: None,
+        on_released: Callable[[int], None] = lambda trial_id: None,
     ) -> None:
         self.storage = storage
         self.name = name
         self.heartbeat_interval = heartbeat_interval
         self.on_settled = on_settled
+        self.on_released = on_released
         self.watch = StalenessWatch(grace)
         self.pending: _Pending | None = None
 
@@ -135,8 +139,7 @@ class TrialRunner:
             raise
         finally:
             if self.pending is not pending:
-                pending.heartbeat.stop()
-                CANCELLED.discard(pending.trial_id)
+                self._release(pending)
         if pending.held:
             _logger.info(f"The outcome of {pending.describe()} is recorded after all.")
         self.on_settled(pending.label)
@@ -149,9 +152,13 @@ class TrialRunner:
     def abandon(self) -> None:
         """Stop the heartbeat of an outcome that will never be recorded (the worker exits)."""
         if self.pending is not None:
-            self.pending.heartbeat.stop()
-            CANCELLED.discard(self.pending.trial_id)
+            self._release(self.pending)
             self.pending = None
+
+    def _release(self, pending: _Pending) -> None:
+        pending.heartbeat.stop()
+        CANCELLED.discard(pending.trial_id)
+        self.on_released(pending.trial_id)
 
     def fail_stale(self, running: Sequence[FrozenTrial]) -> Iterator[tuple[FrozenTrial, float]]:
         """Fail the trials of ``running`` silent for a whole grace period; yield each one this

@@ -13,6 +13,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
 from optuna.study import Study
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
@@ -110,7 +111,10 @@ class PlanningSampler(BaseSampler):
             Seconds the first retry after a death waits (doubling with each further death, up
             to ``MAX_BACKOFF_FACTOR`` times); 0 retries at once.
         initial_score:
-            The score of the initial model: the epoch-0 point of the first transitions.
+            The score of the initial model: the epoch-0 point of the first transitions (an
+            objective may report it itself as step 0). Defaults to 0 (an untrained model's
+            accuracy). A minimised score (a loss) has no such default: without a reported
+            step 0, the pruner takes the first epoch's loss as the level to improve on.
         seed:
             Seed of the sampler for parameters outside the graph.
 
@@ -141,7 +145,7 @@ class PlanningSampler(BaseSampler):
         max_retries: int = 3,
         max_deaths: int = DEFAULT_MAX_DEATHS,
         death_backoff: float = DEFAULT_DEATH_BACKOFF,
-        initial_score: float = 0.0,
+        initial_score: float | None = None,
         seed: int | None = None,
     ) -> None:
         if not isinstance(graph, TransitionGraph):
@@ -165,16 +169,21 @@ class PlanningSampler(BaseSampler):
                 "`death_backoff` must be a non-negative number of seconds, but got "
                 f"death_backoff={death_backoff!r}."
             )
-        if not isinstance(initial_score, (int, float)):
+        if initial_score is not None and (
+            isinstance(initial_score, bool)
+            or not isinstance(initial_score, (int, float))
+            or not math.isfinite(initial_score)
+        ):
             raise ValueError(
-                f"`initial_score` must be a number, but got initial_score={initial_score!r}."
+                "`initial_score` must be a finite number or None, but got "
+                f"initial_score={initial_score!r}."
             )
         self.graph = graph
         self.score = score
         self.max_retries = max_retries
         self.max_deaths = max_deaths
         self.death_backoff = float(death_backoff)
-        self.initial_score = float(initial_score)
+        self._initial_score = None if initial_score is None else float(initial_score)
         self._fallback = RandomSampler(seed=seed)
         self._distributions = transition_distributions(graph)
 
@@ -219,6 +228,19 @@ class PlanningSampler(BaseSampler):
         self._fallback.reseed_rng()
 
     # ----------------------------------------------------------------------- planning support
+    @property
+    def initial_score(self) -> float:
+        """The initial model's score (0 unless given)."""
+        return 0.0 if self._initial_score is None else self._initial_score
+
+    def check_direction(self, study: Study) -> str:
+        """The study's direction, once checked that this sampler can plan it.
+
+        Raises:
+            ValueError: for a multi-objective study.
+        """
+        return study_direction(study)
+
     def progress(self, study: Study) -> Progress:
         """A snapshot of the study's planning progress (reads the storage once)."""
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
@@ -229,6 +251,7 @@ class PlanningSampler(BaseSampler):
             max_retries=self.max_retries,
             max_deaths=self.max_deaths,
             initial_score=self.initial_score,
+            direction=study_direction(study),
         )
 
     def config(self) -> dict[str, Any]:
@@ -248,6 +271,20 @@ class PlanningSampler(BaseSampler):
         if not status.died_last or status.deaths == 0:
             return 0.0
         return self.death_backoff * min(2 ** (status.deaths - 1), MAX_BACKOFF_FACTOR)
+
+
+def study_direction(study: Study) -> str:
+    """``"maximize"`` or ``"minimize"``: the direction of a single-objective study.
+
+    Raises:
+        ValueError: for a multi-objective study.
+    """
+    if len(study.directions) != 1:
+        raise ValueError(
+            f"Study {study.study_name!r} has {len(study.directions)} objectives; a planning "
+            "study has one: the validation score each transition reports."
+        )
+    return "minimize" if study.direction == StudyDirection.MINIMIZE else "maximize"
 
 
 def _transition_params(transition: Transition) -> dict[str, Any]:

@@ -3,7 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 
+from optuna_opplan._checkpoint import CheckpointError
+from optuna_opplan._checkpoint import carrier_of
+from optuna_opplan._checkpoint import source_checkpoint
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._protocol import KEY_ATTEMPT
 from optuna_opplan._protocol import KEY_EPOCH0
@@ -17,12 +21,17 @@ from optuna_opplan._transition import Transition
 class TransitionStep:
     """What an objective needs to train one transition: where to start and what to keep.
 
-    Get it with :func:`current_transition`. Train from :attr:`source_trial`'s kept checkpoint
-    (the initial model when it is :obj:`None`) with :attr:`params`, report the validation score
-    of epochs 1, 2, ... with ``trial.report(value, epoch)``, and stop when
-    ``trial.should_prune()`` says so. Keep the checkpoint of :attr:`keep_epoch`: it is the one
-    the next transitions start from. While training, only the checkpoints of
-    :meth:`retained_epochs` can still become the kept one; the others can be deleted.
+    Get it with :func:`current_transition`. Start from :meth:`load_source_checkpoint` (the
+    initial model when it returns :obj:`None`), train with :attr:`params`, report the
+    validation score of epochs 1, 2, ... with ``trial.report(value, epoch)`` and hand each
+    epoch's checkpoint to :meth:`save_checkpoint`, and stop when ``trial.should_prune()`` says
+    so. The engine keeps the epochs that can still become the kept one, and uploads the kept
+    one to the artifact store given to :func:`run_worker` before the trial completes; the
+    next transitions start from it.
+
+    An objective that keeps its own checkpoints instead (no ``artifact_store``) keeps the
+    checkpoint of :attr:`keep_epoch` as the one the next transitions start from (0: the
+    source's own, which it must then keep for :attr:`source_trial`'s successors too).
 
     Attributes:
         trial: The Optuna trial of this transition.
@@ -87,8 +96,56 @@ class TransitionStep:
         values = self.trial.storage.get_trial(self.trial._trial_id).intermediate_values
         if not values:
             return 0
-        best = max(values.items(), key=lambda kv: (kv[1], -kv[0]))
-        return int(best[0]) if best[1] > self.source_score else 0
+        sign = -1.0 if self.trial.study.direction == StudyDirection.MINIMIZE else 1.0
+        best = max(values.items(), key=lambda kv: (sign * kv[1], -kv[0]))
+        return int(best[0]) if sign * best[1] > sign * self.source_score else 0
+
+    def save_checkpoint(self, epoch: int, data: bytes) -> None:
+        """Hand the engine the checkpoint of ``epoch`` (after ``trial.report(value, epoch)``).
+
+        Any serialisation works: the engine stores and returns the bytes as given. It keeps
+        only the epochs of :meth:`retained_epochs` (at most ``delay + 1`` on local disk); once
+        the objective returns it uploads the kept epoch's, hash-checked, to the artifact store
+        given to :func:`run_worker`. Call it for every epoch: the kept one is only known at
+        the end. Nothing to do for epoch 0 (keeping the source checkpoint needs no upload).
+
+        Args:
+            epoch: The epoch, as reported (1, 2, ...).
+            data: The serialised checkpoint, e.g. ``torch.save`` into an ``io.BytesIO``.
+
+        Raises:
+            CheckpointError: if the worker was started without an artifact store; also (as
+                a ``TypeError`` or ``ValueError`` too) if ``data`` is not bytes or ``epoch``
+                not a positive int. It stops the worker: a retry would fail the same way.
+        """
+        carrier = carrier_of(self.trial.storage, self.trial._trial_id)
+        if carrier is None:
+            raise CheckpointError(
+                f"Trial {self.trial.number} is not running under optuna_opplan.run_worker in "
+                "this process: save_checkpoint() works only there."
+            )
+        if carrier.artifact_store is None:
+            raise CheckpointError(
+                "step.save_checkpoint() needs somewhere to keep the checkpoint the next "
+                "transitions start from: start the worker with run_worker(study, objective, "
+                "artifact_store=...) (an Optuna artifact store, or a folder all workers share)."
+            )
+        carrier.epochs.save(epoch, data)
+
+    def load_source_checkpoint(self) -> bytes | None:
+        """The checkpoint this transition starts from, as its objective saved it.
+
+        That is :attr:`source_trial`'s kept checkpoint; a source that kept epoch 0 passes on
+        its own source's, back to the nearest transition that trained. :obj:`None` means the
+        initial model: build it as for the first transitions. Hash-checked.
+
+        Raises:
+            CheckpointError: if the checkpoint is missing or altered, or the worker has no
+                artifact store to read it from.
+        """
+        carrier = carrier_of(self.trial.storage, self.trial._trial_id)
+        store = None if carrier is None else carrier.artifact_store
+        return source_checkpoint(self.trial.study, self.source_trial, store)
 
     def retained_epochs(self, epoch: int) -> range:
         """The epochs whose checkpoints may still become the kept one after ``epoch``.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -8,14 +9,18 @@ from optuna.storages import BaseStorage
 from optuna.study import Study
 
 from optuna_opplan._graph import TransitionGraph
+from optuna_opplan._plan import GoalUnreachableError
 from optuna_opplan._plan import Plan
+from optuna_opplan._plan import check_direction
 from optuna_opplan._plan import compute_plan
 from optuna_opplan._progress import Progress
 from optuna_opplan._protocol import KEY_CONFIG
+from optuna_opplan._protocol import Status
 from optuna_opplan._pruner import KneePointPruner
 from optuna_opplan._queue import TransitionQueue
 from optuna_opplan._sampler import LATER_DEFAULTS
 from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._sampler import study_direction
 from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import storage_label
 
@@ -26,6 +31,13 @@ class ConfigMismatchError(RuntimeError):
 
 class PlanIncompleteError(RuntimeError):
     """The plan was asked for before every transition finished."""
+
+
+class StudyNotFoundError(KeyError):
+    """No study of that name in the storage (a ``KeyError``, as Optuna's own)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, as a key
+        return str(self.args[0]) if self.args else ""
 
 
 def _storage(storage: str | BaseStorage) -> BaseStorage:
@@ -62,7 +74,8 @@ def load_planning_study(*, study_name: str, storage: str | BaseStorage) -> Study
         storage: A storage URL or journal path (see :func:`create_storage`), or a storage.
 
     Raises:
-        KeyError: if the study does not exist.
+        StudyNotFoundError: (a ``KeyError``) if the study does not exist; the message names
+            it, the storage and the studies that do exist.
         ValueError: if it is not a planning study (no worker has run on it yet).
 
     Example:
@@ -113,9 +126,10 @@ def create_planning_study(
     study_name: str | None = None,
     pruner: KneePointPruner | None = None,
     load_if_exists: bool = True,
+    direction: str = "maximize",
     **sampler_kwargs: Any,
 ) -> Study:
-    """Create (or load) a maximising study set up for planning on ``graph``.
+    """Create (or load) a study set up for planning on ``graph``.
 
     The configuration is stored in the study at once, so a worker or a tool that loads it
     later gets the same graph and settings, and a worker with different ones is refused. The
@@ -129,11 +143,14 @@ def create_planning_study(
         study_name: The study's name.
         pruner: The knee pruner; ``KneePointPruner()`` by default.
         load_if_exists: Load the study if it exists (its stored configuration must match).
-        sampler_kwargs: Passed to :class:`PlanningSampler`.
+        direction: ``"maximize"`` if the objectives report a score such as accuracy,
+            ``"minimize"`` for a loss.
+        sampler_kwargs: Passed to :class:`PlanningSampler` (``score``, ``max_retries``,
+            ``initial_score``, ``seed``).
 
     Raises:
         ConfigMismatchError: if the existing study was set up with another graph or setting.
-        ValueError: if the existing study minimises.
+        ValueError: if the existing study has the other direction.
 
     Example:
         >>> import optuna_opplan as op
@@ -142,20 +159,22 @@ def create_planning_study(
         >>> len(study.trials), len(graph.transitions)  # the out-of-initial ones, as waiting
         (4, 12)
     """
+    check_direction(direction)
     sampler = PlanningSampler(graph, **sampler_kwargs)
     pruner = pruner or KneePointPruner()
     study = optuna.create_study(
         storage=None if storage is None else _storage(storage),
         study_name=study_name,
-        direction="maximize",
+        direction="minimize" if direction == "minimize" else "maximize",
         sampler=sampler,
         pruner=pruner,
         load_if_exists=load_if_exists,
     )
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+    if study_direction(study) != direction:
         raise ValueError(
-            f"Study {study.study_name!r} minimises; a planning study must maximise its "
-            "validation score."
+            f"Study {study.study_name!r} in {storage_label(study._storage)} was created to "
+            f"{study_direction(study)}, not to {direction}: pass "
+            f"direction={study_direction(study)!r}, or use another study name."
         )
     check_config(study, sampler, pruner)
     queue = TransitionQueue(study, sampler)
@@ -185,7 +204,9 @@ def check_config(study: Study, sampler: PlanningSampler, pruner: KneePointPruner
 
     Raises:
         ConfigMismatchError: when the study was set up with another graph or setting.
+        ValueError: when the study has several objectives.
     """
+    sampler.check_direction(study)
     stored = study._storage.get_study_system_attrs(study._study_id).get(KEY_CONFIG)
     mine = {**sampler.config(), "pruner": pruner.config()}
     if isinstance(stored, dict) and isinstance(stored.get("pruner"), dict):
@@ -203,6 +224,9 @@ def check_config(study: Study, sampler: PlanningSampler, pruner: KneePointPruner
 def get_plan(study: Study, *, partial: bool = False) -> Plan:
     """The plan of a planning study: the DP over its finished transitions.
 
+    The plan names the failed transitions it routed around (:attr:`Plan.failed`, with their
+    last error), and in a partial plan the transitions not finished yet.
+
     Args:
         study: A planning study.
         partial: Compute the best plan from the transitions finished so far instead of
@@ -210,7 +234,9 @@ def get_plan(study: Study, *, partial: bool = False) -> Plan:
 
     Raises:
         PlanIncompleteError: if transitions are unfinished and ``partial`` is false.
-        GoalUnreachableError: if every path to the goal states went through failed edges.
+        GoalUnreachableError: if no goal state can be reached through transitions that
+            succeeded; the message names the transitions that failed and their errors (and,
+            for a partial plan, those not finished yet).
     """
     sampler, _ = planning_parts(study)
     progress = sampler.progress(study)
@@ -218,9 +244,59 @@ def get_plan(study: Study, *, partial: bool = False) -> Plan:
         counts = {k: v for k, v in progress.counts().items() if v}
         raise PlanIncompleteError(
             f"Study {study.study_name!r} has unfinished transitions ({counts}); run workers "
-            "until they finish, or pass partial=True for the best plan so far."
+            "until they finish, or ask for the best plan so far: "
+            "get_plan(study, partial=True), or `opplan plan --partial`."
         )
-    return compute_plan(sampler.graph, progress.results, score=sampler.score)
+    failed = failed_transitions(progress)
+    unfinished = tuple(
+        (s.transition.key, str(s.status)) for s in progress.statuses.values() if not s.finished
+    )
+    try:
+        plan = compute_plan(
+            sampler.graph, progress.results, score=sampler.score, direction=progress.direction
+        )
+    except GoalUnreachableError:
+        raise GoalUnreachableError(_unreachable(study, progress, failed, unfinished)) from None
+    return dataclasses.replace(plan, failed=failed, unfinished=unfinished)
+
+
+def failed_transitions(progress: Progress) -> tuple[tuple[str, str], ...]:
+    """The transitions that failed for their own reason, ``(key, last error)``; those left out
+    only because their source became unreachable follow from these."""
+    return tuple(
+        (s.transition.key, s.reason)
+        for s in progress.with_status(Status.FAILED)
+        if not s.reason.startswith("source state")
+    )
+
+
+def _unreachable(
+    study: Study,
+    progress: Progress,
+    failed: tuple[tuple[str, str], ...],
+    unfinished: tuple[tuple[str, str], ...],
+) -> str:
+    goals = ", ".join(g.key for g in progress.graph.goal_states)
+    text = f"Study {study.study_name!r}: no goal state ({goals}) is reachable"
+    if unfinished:
+        counts: dict[str, int] = {}
+        for _, status in unfinished:
+            counts[status] = counts.get(status, 0) + 1
+        text += (
+            " yet through the transitions finished so far; "
+            + ", ".join(f"{n} {status}" for status, n in counts.items())
+            + " transitions are not finished"
+        )
+    else:
+        text += " through transitions that succeeded"
+    if failed:
+        shown = "; ".join(f"{key}: {error}" for key, error in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        text += f". Failed transitions ({len(failed)}): {shown}{more}"
+    skipped = len(progress.with_status(Status.FAILED)) - len(failed)
+    if skipped:
+        text += f". {skipped} transitions out of states left unreachable were not trained"
+    return text + "."
 
 
 def get_progress(study: Study) -> Progress:

@@ -12,9 +12,19 @@ import uuid
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import InMemoryStorage
 from optuna.study import Study
 from optuna.study import StudyDirection
 
+from optuna_opplan._checkpoint import ArtifactStore
+from optuna_opplan._checkpoint import Carrier
+from optuna_opplan._checkpoint import CheckpointError
+from optuna_opplan._checkpoint import EpochCheckpoints
+from optuna_opplan._checkpoint import as_artifact_store
+from optuna_opplan._checkpoint import attach
+from optuna_opplan._checkpoint import carrier_of
+from optuna_opplan._checkpoint import detach
+from optuna_opplan._checkpoint import upload_checkpoint
 from optuna_opplan._progress import Progress
 from optuna_opplan._progress import TransitionStatus
 from optuna_opplan._protocol import CANCELLED
@@ -34,6 +44,7 @@ from optuna_opplan._run import Step
 from optuna_opplan._run import TrialRunner
 from optuna_opplan._run import work_loop
 from optuna_opplan._sampler import PlanningSampler
+from optuna_opplan._storage import STORAGE_ERRORS
 from optuna_opplan._storage import harden_storage
 from optuna_opplan._study import check_config
 from optuna_opplan._study import planning_parts
@@ -62,6 +73,7 @@ def run_worker(
     max_transitions: int | None = None,
     timeout: float | None = None,
     catch: tuple[type[Exception], ...] = (Exception,),
+    artifact_store: Any = None,
 ) -> int:
     """Train ready transitions of a planning study until the plan is complete.
 
@@ -80,6 +92,12 @@ def run_worker(
     train and :class:`KneePointPruner` for when to stop. Its return value is ignored: the
     transition's score comes from the knee fit of its reported curve.
 
+    With ``artifact_store``, the engine carries the checkpoints: the objective starts from
+    ``step.load_source_checkpoint()`` and hands each epoch's to ``step.save_checkpoint``; once
+    it returns, the kept epoch's checkpoint is uploaded (SHA-256 recorded) before the trial is
+    told, and :func:`load_checkpoint` gives any finished transition's. Give every worker the
+    same store (a shared folder, S3, ...).
+
     Args:
         study: A study whose sampler is a :class:`PlanningSampler` and pruner a
             :class:`KneePointPruner`.
@@ -93,12 +111,20 @@ def run_worker(
         timeout: Return after this many seconds, between transitions (:obj:`None`: no limit).
         catch: Exceptions of the objective that fail the transition (to be retried) without
             stopping the worker; others are recorded, then re-raised.
+        artifact_store: An Optuna artifact store (``FileSystemArtifactStore``,
+            ``Boto3ArtifactStore``, ...), a folder path or ``s3://bucket[/prefix]``, for the
+            checkpoints the engine carries. By default the objective's ``artifact_store``
+            attribute if it has one (as ``TransitionTrainer``), else :obj:`None`: the
+            objective keeps its own checkpoints.
 
     Returns:
         The number of transitions this worker finished.
 
     Raises:
         StorageUnavailableError: if the storage kept failing through every retry.
+        CheckpointError: if a checkpoint a transition needs is missing or altered, or the
+            objective saved checkpoints without an ``artifact_store`` (the attempt is recorded
+            as failed first).
     """
     sampler, pruner = planning_parts(study)
     for name, value in (
@@ -114,14 +140,17 @@ def run_worker(
             "`grace_period` must be longer than `heartbeat_interval`, but got "
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
+    if artifact_store is None:  # an objective that brings its own, as TransitionTrainer
+        artifact_store = getattr(objective, "artifact_store", None)
+    store = None if artifact_store is None else as_artifact_store(artifact_store)
     harden_storage(study._storage)
     check_config(study, sampler, pruner)
-    worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch)
+    worker = _Worker(study, objective, sampler, pruner, heartbeat_interval, grace, catch, store)
     if not study._storage.get_all_trials(study._study_id, deepcopy=False):
         # Workers started together would each enqueue every transition; a random pause lets
         # the first one's trials appear before the others look (duplicates are retired anyway).
         time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
-    return work_loop(
+    done = work_loop(
         worker.runner,
         worker.scan,
         poll_interval=poll_interval,
@@ -129,6 +158,29 @@ def run_worker(
         max_runs=max_transitions,
         timeout=timeout,
     )
+    # By the workers that took part (a late starter has no news), for storages
+    # optuna-dashboard can open.
+    if worker.saw_complete and done and not isinstance(study._storage, InMemoryStorage):
+        publish_views(study)
+    return done
+
+
+def publish_views(study: Study) -> bool:
+    """Put the graph, the curves and the plan into optuna-dashboard's storage, if the
+    dashboard extra is installed; a failure to publish is logged, never raised."""
+    try:
+        from optuna_opplan import dashboard
+    except ImportError as exc:  # an optional extra: the plan itself does not need it
+        _logger.info(
+            f"Dashboard views not published ({exc}): pip install 'optuna-opplan[dashboard]'."
+        )
+        return False
+    try:
+        dashboard.publish(study)
+    except Exception as exc:
+        _logger.warning(f"Publishing the dashboard views of {study.study_name!r} failed: {exc!r}")
+        return False
+    return True
 
 
 class _Worker:
@@ -144,6 +196,7 @@ class _Worker:
         heartbeat_interval: float,
         grace: float,
         catch: tuple[type[Exception], ...],
+        artifact_store: ArtifactStore | None = None,
     ) -> None:
         self.study = study
         self.objective = objective
@@ -151,6 +204,8 @@ class _Worker:
         self.pruner = pruner
         self.queue = TransitionQueue(study, sampler)
         self.catch = catch
+        self.artifact_store = artifact_store
+        self.saw_complete = False
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.runner = TrialRunner(
             study._storage,
@@ -158,6 +213,7 @@ class _Worker:
             heartbeat_interval=heartbeat_interval,
             grace=grace,
             on_settled=self.finished,
+            on_released=lambda trial_id: detach(study._storage, trial_id),
         )
         # Who enqueues a transition that became ready: the worker whose own act made it
         # ready (it finished a transition into its source, or an attempt of it failed) sees
@@ -182,6 +238,7 @@ class _Worker:
             self.queue.reconcile(progress)
             if not progress.orphans:
                 _logger.info(f"Plan complete: {progress.counts()}.")
+                self.saw_complete = True
                 return Step.FINISHED
         if self.fail_stale(progress) or self.queue.reconcile(
             progress, only=self.to_enqueue(progress)
@@ -279,9 +336,15 @@ class _Worker:
     def _run(self, status: TransitionStatus, trial_id: int) -> Record:
         """Run the objective on a claimed trial; return what records its outcome."""
         trial = self.queue.open_trial(trial_id)
+        # The epochs the pruner may still keep: older checkpoints are dropped as training goes.
+        epochs = EpochCheckpoints(
+            lambda n: range(max(0, n - self.pruner.delay), n + 1), prefix=f"trial{trial.number}-"
+        )
+        attach(self.study._storage, trial_id, Carrier(self.artifact_store, epochs))
+        attempt = status.attempts + 1
         _logger.info(
             f"Worker {self.name} trains trial {trial.number}: {status.transition.key} "
-            f"(attempt {status.attempts + 1})."
+            f"(attempt {attempt})."
         )
         try:
             self.objective(trial)
@@ -291,56 +354,54 @@ class _Worker:
             return functools.partial(
                 self._finish_failed, trial_id, OutcomeKind.FAILED, f"{type(exc).__name__}: {exc}"
             )
+        except CheckpointError:
+            raise  # retrying cannot help: the worker stops, naming what is missing
         except self.catch as exc:
+            retries = self.sampler.max_retries
+            after = (
+                f"it will be retried (attempt {attempt} of {retries + 1})"
+                if attempt <= retries
+                else f"that was attempt {attempt} of {retries + 1}: no retry left, the "
+                "transition is a failed edge"
+            )
             _logger.warning(
-                f"Trial {trial.number} ({status.transition.key}) raised {exc!r}; "
-                "it will be retried.",
+                f"Trial {trial.number} ({status.transition.key}) raised {exc!r}; {after}.",
                 exc_info=True,
             )
             return functools.partial(
                 self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
             )
-        return functools.partial(self._finish, trial, status)
+        return functools.partial(self._complete, trial, status)
 
     def storage_failed(self) -> None:
         """Restart the staleness clocks: while this worker could not read the storage, the
         others' heartbeats may have been written unseen (or failed like its own reads)."""
         self.runner.storage_failed()
 
-    def _finish(self, trial: optuna.Trial, status: TransitionStatus) -> bool:
-        if trial._trial_id in CANCELLED:
-            _logger.warning(
-                f"Trial {trial.number} was failed by another worker while it trained; its "
-                "result is discarded (the transition is being retried)."
-            )
-            return True
+    def _result(self, trial: optuna.Trial) -> TransitionResult | tuple[OutcomeKind, str]:
+        """The transition's result from its reported curve, or why it failed (kind, reason)."""
         frozen = self.study._storage.get_trial(trial._trial_id)
         values = self.pruner.decision_curve(self.study, frozen)
         n = len(values) - 1
         if n == 0:
-            return self._finish_failed(
-                trial._trial_id, OutcomeKind.ERROR, "the objective reported no epoch"
+            return (
+                OutcomeKind.ERROR,
+                "the objective reported no epoch (call trial.report(value, epoch))",
             )
         bad = [e for e, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            return self._finish_failed(
-                trial._trial_id,
-                OutcomeKind.FAILED,
-                f"non-finite validation score at epoch {bad[0]}",
-            )
+            return OutcomeKind.FAILED, f"non-finite validation score at epoch {bad[0]}"
+        # A minimised score (a loss) is decided on as its negation; the fit comes back in
+        # the study's own units, and so does the result.
         decision = self.pruner.decide(
             values, minimize=self.study.direction == StudyDirection.MINIMIZE, final=True
         )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
-            return self._finish_failed(
-                trial._trial_id,
-                OutcomeKind.FAILED,
-                f"no usable curve fit after {n} epochs: {reason}",
-            )
+            return OutcomeKind.FAILED, f"no usable curve fit after {n} epochs: {reason}"
         # The pruner's last decision on this same curve: decide() is a pure function of it.
         keep = decision.keep_epoch
-        result = TransitionResult(
+        return TransitionResult(
             score=float(decision.fit.value),
             observed=values[keep],
             epochs=keep,
@@ -349,6 +410,62 @@ class _Worker:
             knee_epoch=decision.fit.epoch,
             reason=decision.reason,
         )
+
+    def _complete(self, trial: optuna.Trial, status: TransitionStatus) -> bool:
+        """Record a transition whose objective returned: its result from the reported curve,
+        its kept checkpoint uploaded first. Runs again if the storage fails midway."""
+        if trial._trial_id in CANCELLED:
+            _logger.warning(
+                f"Trial {trial.number} was failed by another worker while it trained; its "
+                "result is discarded (the transition is being retried)."
+            )
+            return True
+        outcome = self._result(trial)
+        if isinstance(outcome, tuple):
+            return self._finish_failed(trial._trial_id, *outcome)
+        carrier = carrier_of(self.study._storage, trial._trial_id)
+        if carrier is not None and carrier.artifact_store is not None:
+            try:
+                self._upload(trial, status, outcome, carrier.epochs)
+            except CheckpointError as exc:
+                self._finish_failed(trial._trial_id, OutcomeKind.ERROR, f"CheckpointError: {exc}")
+                raise
+            except STORAGE_ERRORS:
+                raise  # held back: uploaded again once the storage is back
+            except Exception as exc:  # a full disk, a store that refuses: retried
+                reason = f"{type(exc).__name__}: {exc}"
+                return self._finish_failed(trial._trial_id, OutcomeKind.ERROR, reason)
+        return self._finish(trial, status, outcome)
+
+    def _upload(
+        self,
+        trial: optuna.Trial,
+        status: TransitionStatus,
+        result: TransitionResult,
+        epochs: EpochCheckpoints,
+    ) -> None:
+        """Upload the kept epoch's checkpoint and record it, before the trial is told."""
+        assert self.artifact_store is not None
+        if result.epochs == 0:
+            return  # keeps its source's checkpoint: nothing new to upload
+        saved = epochs.get(result.epochs)
+        if saved is None:
+            held = epochs.epochs
+            raise CheckpointError(
+                f"Trial {trial.number} ({status.transition.key}) keeps epoch {result.epochs}, "
+                "but the objective saved no checkpoint of it "
+                + (f"(it saved epochs {held})" if held else "(it saved none)")
+                + ": call step.save_checkpoint(epoch, data) after every trial.report(value, "
+                "epoch), or start the worker without artifact_store if the objective keeps "
+                "its own checkpoints."
+            )
+        path, digest, _ = saved
+        store, epoch = self.artifact_store, result.epochs
+        upload_checkpoint(self.study._storage, trial, store, path, sha256=digest, epoch=epoch)
+
+    def _finish(
+        self, trial: optuna.Trial, status: TransitionStatus, result: TransitionResult
+    ) -> bool:
         value = result.edge_score(self.sampler.score)
         if not finish_trial(self.study, trial, value, attrs={KEY_RESULT: result.to_dict()}):
             _logger.warning(
@@ -358,7 +475,8 @@ class _Worker:
             return True
         _logger.info(
             f"Trial {trial.number} done: {status.transition.key}, score {result.score:.4f} "
-            f"(observed {result.observed:.4f}), keep epoch {keep} of {n} ({decision.reason})."
+            f"(observed {result.observed:.4f}), keep epoch {result.epochs} of "
+            f"{result.epochs_trained} ({result.reason})."
         )
         return True
 

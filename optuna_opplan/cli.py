@@ -30,9 +30,11 @@ from optuna_opplan._storage import create_storage
 from optuna_opplan._storage import redact
 from optuna_opplan._storage import storage_label
 from optuna_opplan._study import PlanIncompleteError
+from optuna_opplan._study import failed_transitions
 from optuna_opplan._study import get_plan
 from optuna_opplan._study import get_progress
 from optuna_opplan._study import load_planning_study
+from optuna_opplan._worker import publish_views
 from optuna_opplan._worker import run_worker
 
 
@@ -79,6 +81,13 @@ def _status(args: argparse.Namespace) -> int:
             f"  running  trial {entry['trial']}: {entry['transition']} "
             f"(epoch {entry['epoch']}, worker {entry['worker']})"
         )
+    for entry in report["failed"]:
+        print(f"  failed   {entry['transition']}: {entry['error']}")
+    if report["unreachable"]:
+        print(
+            f"  ({report['unreachable']} transitions out of states the failures left "
+            "unreachable were not trained)"
+        )
     print("states (best incoming transition so far):")
     for entry in report["states"]:
         score = "-" if entry["best"] is None else f"{entry['best']:.4f}"
@@ -122,7 +131,9 @@ def status_report(study: optuna.Study, progress: Progress) -> dict[str, Any]:
             for t in graph.predecessors(state)
             if progress.statuses[t.key].result is not None
         ]
-        best = max((r.edge_score(progress.score) for r in done if r is not None), default=None)
+        scores = [r.edge_score(progress.score) for r in done if r is not None]
+        pick = min if progress.direction == "minimize" else max
+        best = pick(scores, default=None)
         states.append({"state": state.key, "status": status, "best": best})
     durations = [
         (t.datetime_complete - t.datetime_start).total_seconds()
@@ -132,9 +143,12 @@ def status_report(study: optuna.Study, progress: Progress) -> dict[str, Any]:
     ]
     left = _longest_unfinished_chain(graph, progress)
     mean = sum(durations) / len(durations) if durations else None
+    failed = failed_transitions(progress)
     return {
         "counts": progress.counts(),
         "running": running,
+        "failed": [{"transition": key, "error": error} for key, error in failed],
+        "unreachable": len(progress.with_status(Status.FAILED)) - len(failed),
         "states": states,
         "critical_path_left": {
             "transitions": left,
@@ -172,6 +186,13 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
         print(plan)
+    if plan.failed:
+        print(
+            f"opplan: warning: the plan routes around {len(plan.failed)} failed transitions "
+            f"({', '.join(k for k, _ in plan.failed)}); `opplan status` shows their errors.",
+            file=sys.stderr,
+        )
+    publish_views(study)
     return 0
 
 
@@ -257,7 +278,12 @@ def _worker(args: argparse.Namespace) -> int:
             if rank != 0:
                 return 0  # the grid baseline's schedules are single-process: rank 0 takes them
         else:
-            done = run_worker(study, trainer, heartbeat_interval=args.heartbeat_interval)
+            done = run_worker(
+                study,
+                trainer,
+                heartbeat_interval=args.heartbeat_interval,
+                artifact_store=trainer.artifact_store,
+            )
         print(f"worker: trained {done} transitions; planning complete.")
     grid = grid_mod.load_grid_study(study, config)
     if grid is not None and not args.no_grid:
@@ -407,9 +433,12 @@ def _require(command: str, *modules: str) -> None:
         )
 
 
+_VIDEO_MODULES = ("torch", "torchvision", "decord", "av")
+
+
 def _demo(args: argparse.Namespace) -> int:
     if not args.simulate:
-        _require("demo", "torch", "torchvision", "decord", "av", "matplotlib")
+        _require("demo", *_VIDEO_MODULES, "matplotlib")
     from optuna_opplan import demo
 
     return demo.main(workdir=args.workdir, simulate=args.simulate, seed=args.seed)
@@ -503,6 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The optional extras (pyproject.toml) and the modules that need them.
+_EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "decord", "av"), "video"),
+    **dict.fromkeys(("matplotlib", "plotly", "optuna_dashboard"), "dashboard"),
+    **dict.fromkeys(("psycopg", "psycopg2"), "postgres"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``opplan`` console script."""
     parser = build_parser()
@@ -514,7 +551,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"opplan: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:  # one line, password masked, instead of a traceback
-        print(f"opplan: error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        extra = _EXTRAS.get((getattr(exc, "name", None) or "").split(".")[0])
+        if isinstance(exc, ModuleNotFoundError) and extra is not None:
+            message = (
+                f"`opplan {args.command}` needs {exc.name}, which is not installed: "
+                f"pip install 'optuna-opplan[{extra}]'"
+            )
+        else:
+            message = f"{type(exc).__name__}: {redact(str(exc))}"
+        print(f"opplan: error: {message}", file=sys.stderr)
         return 1
 
 

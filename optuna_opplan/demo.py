@@ -168,7 +168,7 @@ def run_end_to_end(
         say(f"  transition {done + 1}/{total} (trial {trial.number}), {_elapsed(started)}")
         trainer(trial)
 
-    run_worker(study, counted, poll_interval=0.05)
+    run_worker(study, counted, poll_interval=0.05, artifact_store=trainer.artifact_store)
     planning_seconds = time.monotonic() - started
     say(f"      planned in {_elapsed(started)}:\n{get_plan(study)}")
     say(f"[3/5] grid baseline: {len(grid.trials)} hand-tuned schedules, {_elapsed(started)}")

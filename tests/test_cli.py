@@ -97,6 +97,82 @@ def test_errors_exit_non_zero_with_a_message(tmp_path, args, message) -> None:
     assert "hunter2" not in out.stderr + out.stdout
 
 
+@pytest.mark.parametrize("command", ["status", "plan", "compare", "worker"])
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_commands_on_an_existing_study_never_create_a_storage_file(
+    tmp_path, command, kind
+) -> None:
+    path = tmp_path / ("plan.log" if kind == "journal" else "plan.db")
+    url = str(path) if kind == "journal" else f"sqlite:///{path}"
+    out = _opplan(command, "--storage", url, "--study-name", "x")
+    assert out.returncode == 1
+    assert f"there is no file {path}" in out.stderr
+    assert os.listdir(tmp_path) == [], "nothing created"
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_storage_in_a_missing_folder_is_one_clear_error(tmp_path, kind) -> None:
+    folder = tmp_path / "typo"
+    url = str(folder / "plan.log") if kind == "journal" else f"sqlite:///{folder / 'plan.db'}"
+    with pytest.raises(FileNotFoundError, match=f"the folder {folder} does not exist"):
+        op.create_planning_study(op.TransitionGraph.basic(**SMALL), storage=url, study_name="x")
+    assert not folder.exists()
+    out = _opplan("status", "--storage", url, "--study-name", "x")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and f"the folder {folder} does not exist" in out.stderr
+
+
+def test_a_missing_study_is_named(finished) -> None:
+    url, name, _ = finished
+    out = _opplan("status", "--storage", url, "--study-name", "clii")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"opplan: error: There is no study 'clii' in {url}; it holds '{name}'."
+    )
+
+
+def test_failed_transitions_are_named_by_status_and_plan(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    graph = op.TransitionGraph.extended(**SMALL)
+    study = op.create_planning_study(graph, storage=url, study_name="f", max_retries=1)
+    broken = graph.transitions[1].key
+    inner = SimulatedObjective(seed=1)
+
+    def objective(trial) -> None:
+        if op.current_transition(trial).transition.key == broken:
+            raise KeyError(3)
+        inner(trial)
+
+    op.run_worker(study, objective, poll_interval=0.01)
+    report = json.loads(_opplan("status", "--storage", url, "--study-name", "f", "--json").stdout)
+    (failed,) = report["failed"]
+    assert failed["transition"] == broken
+    assert failed["error"].startswith("gave up after 2 failed attempts; last: trial ")
+    assert failed["error"].endswith(": KeyError: 3")
+    text = _opplan("status", "--storage", url, "--study-name", "f").stdout
+    assert f"failed   {broken}: gave up after 2 failed attempts" in text
+    out = _opplan("plan", "--storage", url, "--study-name", "f")
+    assert out.returncode == 0
+    assert f"routed around 1 failed transitions:\n  {broken}: gave up" in out.stdout
+    assert f"warning: the plan routes around 1 failed transitions ({broken})" in out.stderr
+
+
+def test_a_missing_extra_names_the_pip_install(tmp_path) -> None:
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import importlib.util as u; real = u.find_spec\n"
+        "u.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a)\n"
+        "from optuna_opplan.cli import main\n"
+        f"sys.exit(main(['demo', '--workdir', {str(tmp_path / 'demo')!r}]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "opplan: error: `opplan demo` needs matplotlib, which is not installed: "
+        "pip install 'optuna-opplan[dashboard]'"
+    )
+
+
 def test_not_a_planning_study(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'plain.db'}"
     optuna.create_study(storage=url, study_name="plain")

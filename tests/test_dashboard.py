@@ -501,3 +501,47 @@ def test_the_knee_view_shows_what_the_improve_rule_decided_on() -> None:
             title = dashboard.curve_figure(trial).layout.title.text
             assert f"P(improve) {record['probability']:.3f} < 0.02 (no_improvement)" in title
     assert any(t.system_attrs["opplan:knee"]["reason"] == "no_improvement" for t in study.trials)
+
+
+def knee_epoch(fig: Any) -> int:
+    (knee,) = _traces(fig, "knee")
+    return int(knee.meta["epoch"])
+
+
+def test_a_minimised_loss_is_drawn_in_its_own_units_with_the_lowest_plan() -> None:
+    graph = _small_graph()
+
+    def loss(trial: optuna.Trial) -> None:
+        # A loss falling to its lowest point near epoch 8, then rising; lower for lr 0.01.
+        step = op.current_transition(trial)
+        base = 0.4 if step.params["lr"] == 0.01 else 0.6
+        for epoch in range(1, 60):
+            trial.report(base + 1.2 * 0.6**epoch + 0.003 * (epoch - 8) ** 2, epoch)
+            if trial.should_prune():
+                break
+
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=op.PlanningSampler(graph, initial_score=2.0),
+        pruner=op.KneePointPruner(delay=3, max_epochs=60),
+    )
+    op.run_worker(study, loss)
+    plan = op.get_plan(study)
+    trial = study.trials[0]
+    fig = dashboard.curve_figure(trial)
+    fit = _traces(fig, "fit")[0]
+    reported = dict(zip(_traces(fig, "reported")[0].x, _traces(fig, "reported")[0].y))
+    # The fit follows the reported loss (not its mirror image) ...
+    fitted = dict(zip(fit.x, fit.y))
+    errors = [abs(fitted[float(e)] - v) for e, v in reported.items()]
+    assert sum(errors) / len(errors) < 0.1
+    # A mirrored fit would peak where the loss is lowest; this one bottoms out there.
+    assert min(fitted, key=lambda e: fitted[e]) == pytest.approx(knee_epoch(fig), abs=2)
+    # ... and the knee sits at the loss's lowest point, not its highest.
+    assert 5 <= knee_epoch(fig) <= 11
+    # The DP kept the lowest loss into the goal, and the graph figure highlights that plan.
+    progress = op.get_progress(study)
+    into_goal = [progress.statuses[t.key].result for t in graph.predecessors(plan.goal)]
+    assert plan.score == min(r.score for r in into_goal if r is not None)
+    fig = dashboard.graph_figure(graph, study)
+    assert _arrow_ends(fig, PLAN_COLOR) == _expected_ends(graph, plan.transitions)

@@ -60,7 +60,10 @@ def _superseded(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         ),
         ({"death_backoff": float("inf")}, "but got death_backoff=inf"),
         ({"death_backoff": "30s"}, "but got death_backoff='30s'"),
-        ({"initial_score": "0"}, "`initial_score` must be a number, but got initial_score='0'"),
+        (
+            {"initial_score": "0"},
+            "`initial_score` must be a finite number or None, but got initial_score='0'",
+        ),
     ],
 )
 def test_constructor_arguments_are_validated(kwargs: dict[str, Any], message: str) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import tempfile
 
 import optuna
 from optuna.trial import TrialState
@@ -18,6 +19,7 @@ from optuna_opplan.video import split_train_val
 from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
 from optuna_opplan.video._checkpoint import CheckpointError
 from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._schedule import Stage
 from optuna_opplan.video._trainer import Runner
@@ -62,7 +64,7 @@ def _config(**kwargs) -> TrainerConfig:
     return TrainerConfig(**{**base, **kwargs})
 
 
-def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) -> None:
+def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path, monkeypatch) -> None:
     train, val, _ = splits
     graph = op.TransitionGraph.basic(
         clip_lengths=(4,), learning_rates=(0.05, 0.005), samplings=("uniform",)
@@ -77,21 +79,22 @@ def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) ->
     lines: list[str] = []
     scratch = tmp_path / "scratch"
     scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the engine spools epochs
     retained: list[int] = []
 
     def log(line: str) -> None:
         lines.append(line)
-        retained.append(sum(len(files) for _, _, files in os.walk(scratch)))
+        retained.append(len(list(scratch.glob("opplan-epochs-*/*"))))
 
     trainer = TransitionTrainer(
         train,
         val,
         tmp_path / "artifacts",
         config=_config(progress=True),
-        scratch_dir=scratch,
         log=log,
     )
-    assert op.run_worker(study, trainer, poll_interval=0.01) == 2
+    store = trainer.artifact_store
+    assert op.run_worker(study, trainer, poll_interval=0.01, artifact_store=store) == 2
     plan = op.get_plan(study)
     assert plan.goal == graph.goal_states[0]
     first, second = study.get_trials(states=(TrialState.COMPLETE,))
@@ -100,8 +103,13 @@ def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) ->
     assert second.system_attrs["opplan:source_trial"] == first.number
     assert 0 in second.intermediate_values and 0 not in first.intermediate_values
     for trial in (first, second):
-        record = trial.system_attrs[KEY_CHECKPOINT]
-        assert record.get("initial") or len(record["sha256"]) == 64
+        kept = op.get_progress(study).statuses[trial.system_attrs["opplan:transition"]].result
+        assert kept is not None
+        if kept.epochs:
+            assert len(trial.system_attrs[KEY_CHECKPOINT]["sha256"]) == 64
+        # The kept weights load into the model (the source's, for a transition keeping epoch 0).
+        state = state_from_bytes(op.load_checkpoint(study, trial.number, artifact_store=store))
+        Runner(_config(), num_classes=len(train.classes)).build_model().load_state_dict(state)
         compute = trial.system_attrs[KEY_COMPUTE]
         epochs = max(trial.intermediate_values)
         passes = len(trial.intermediate_values)  # step 0 is a validation pass, not an epoch
@@ -112,7 +120,7 @@ def test_transitions_train_end_to_end_with_kept_checkpoints(splits, tmp_path) ->
         assert compute["eval_clip_frames"] == len(val) * 4 * passes
         assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
     assert max(retained) <= delay + 1, "only delay + 1 epoch checkpoints stay on disk"
-    assert not any(scratch.iterdir()), "scratch checkpoints are removed after the transition"
+    assert not list(scratch.glob("opplan-epochs-*")), "epoch checkpoints are removed at the end"
     assert any("clips/s" in line and "val" in line for line in lines)
 
 
@@ -129,10 +137,10 @@ def test_checkpoint_round_trip_and_tampering(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="SHA-256"):
         store.load(study, trial.number)
     path.unlink()
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="is not in the artifact store"):
         store.load(study, trial.number)
     other = study.ask()
-    with pytest.raises(CheckpointError, match="no kept checkpoint"):
+    with pytest.raises(CheckpointError, match="not a transition of a planning study"):
         store.load(study, other.number)
 
 
@@ -191,7 +199,7 @@ def test_a_nan_loss_fails_the_edge_without_retry(splits, tmp_path, monkeypatch) 
     )
     study = op.create_planning_study(graph, pruner=op.KneePointPruner(delay=2, max_epochs=3))
     trainer = TransitionTrainer(train, val, tmp_path, config=_config(model="test_nan_net"))
-    op.run_worker(study, trainer, poll_interval=0.01)
+    op.run_worker(study, trainer, poll_interval=0.01, artifact_store=tmp_path)
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL
     assert trial.system_attrs["opplan:outcome"]["status"] == "failed"

@@ -8,6 +8,8 @@ ensure_torchvision_importable()
 
 from optuna_opplan.video._checkpoint import CheckpointError  # noqa: E402
 from optuna_opplan.video._checkpoint import CheckpointStore  # noqa: E402
+from optuna_opplan.video._checkpoint import state_from_bytes  # noqa: E402
+from optuna_opplan.video._checkpoint import state_to_bytes  # noqa: E402
 from optuna_opplan.video._config import ConfigError  # noqa: E402
 from optuna_opplan.video._config import PlanConfig  # noqa: E402
 from optuna_opplan.video._dataset import VideoDataset  # noqa: E402
@@ -60,4 +62,6 @@ __all__ = [
     "sample_test_clips",
     "scan_class_folders",
     "split_train_val",
+    "state_from_bytes",
+    "state_to_bytes",
 ]

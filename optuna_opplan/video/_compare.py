@@ -10,12 +10,13 @@ from optuna.trial import TrialState
 
 from optuna_opplan._bootstrap import Difference
 from optuna_opplan._bootstrap import paired_difference
+from optuna_opplan._checkpoint import load_checkpoint
 from optuna_opplan._protocol import KEY_PLANNED_TEST
 from optuna_opplan._protocol import KEY_SCHEDULE
 from optuna_opplan._protocol import KEY_TEST_ACCURACY
 from optuna_opplan._protocol import KEY_TEST_CORRECT
 from optuna_opplan._study import get_plan
-from optuna_opplan.video._checkpoint import CheckpointStore
+from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._compute import study_compute
 from optuna_opplan.video._compute import total_compute
@@ -59,9 +60,8 @@ def planned_test(study: Study, config: PlanConfig, splits: Splits) -> dict[str, 
     assert last_trial is not None
     runner = Runner(build_trainer_config(config, progress=False), len(splits.test.classes))
     model = runner.build_model()
-    state = CheckpointStore(artifact_path(config)).load(study, last_trial)
-    if state is not None:
-        model.load_state_dict(state)
+    data = load_checkpoint(study, last_trial, artifact_store=artifact_path(config))
+    model.load_state_dict(state_from_bytes(data))
     goal = plan.goal.params
     view = splits.test.with_clip(
         clip_length=int(goal["clip_length"]), sampling=str(goal.get("sampling", "uniform"))

@@ -29,7 +29,6 @@ import pickle
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -48,6 +47,8 @@ from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import run_worker
 from optuna_opplan.models import freeze_batchnorm
+from optuna_opplan.video._checkpoint import state_from_bytes
+from optuna_opplan.video._checkpoint import state_to_bytes
 from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._trainer import Runner
@@ -227,6 +228,8 @@ class _Leader:
     def __init__(self, trainer: TransitionTrainer, runner: _DistributedRunner) -> None:
         self.trainer = trainer
         self.runner = runner
+        # run_worker takes it from here: rank 0's engine keeps and uploads the checkpoints.
+        self.artifact_store = trainer.artifact_store
 
     def __call__(self, trial: optuna.Trial) -> None:
         step = current_transition(trial)
@@ -288,12 +291,10 @@ def _train(
         )
 
     model = runner.build_model()
-    source_record = None
-    if trial is not None and step is not None and step.source_trial is not None:
-        state = trainer.checkpoints.load(trial.study, step.source_trial)
-        source_record = trainer.checkpoints.record(trial.study, step.source_trial)
-        if state is not None:
-            model.load_state_dict(state)
+    if step is not None:
+        source = step.load_source_checkpoint()  # None: the initial model
+        if source is not None:
+            model.load_state_dict(state_from_bytes(source))
     if clip_length >= runner.config.freeze_bn_from_clip:
         # Before DDP sees the parameters: those it registers must all get gradients.
         freeze_batchnorm(model, except_first=True)
@@ -311,48 +312,37 @@ def _train(
             trial.report(score, 0)
             record()
     epochs = 0
-    with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=trainer.scratch_dir) as tmp:
-        saved: dict[int, str] = {}
-        while True:
-            epochs += 1
-            seed = trainer.config.seed * 100_003 + command["trial"] * 1_009 + epochs
-            stats = runner.train_epoch(ddp, optimizer, train, seed=seed, epoch=epochs)
-            score = runner.evaluate(model, val)
-            # Every rank trains as many clips (the sampler pads); the shards cover val once.
-            meter.add_training(stats.clips * group.world_size, clip_length)
-            meter.add_evaluation(len(val), clip_length)
-            stop = False
-            if trial is not None and step is not None:
-                trial.report(score, epochs)
-                path = os.path.join(tmp, f"epoch{epochs}.pt")
-                torch.save(model.state_dict(), path)
-                saved[epochs] = path
-                for old in [e for e in saved if e not in step.retained_epochs(epochs)]:
-                    os.remove(saved.pop(old))
-                record()
-                if trainer.config.progress:
-                    trainer.log(
-                        f"trial {command['trial']} {command['key']} epoch {epochs}: loss "
-                        f"{stats.loss:.4f} val {score:.4f} "
-                        f"{stats.clips_per_second * group.world_size:.1f} clips/s on "
-                        f"{group.world_size} processes (rank 0 data wait "
-                        f"{stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
-                    )
-                stop = trial.should_prune()
-            if group.decide(stop):
-                break
+    while True:
+        epochs += 1
+        seed = trainer.config.seed * 100_003 + command["trial"] * 1_009 + epochs
+        stats = runner.train_epoch(ddp, optimizer, train, seed=seed, epoch=epochs)
+        score = runner.evaluate(model, val)
+        # Every rank trains as many clips (the sampler pads); the shards cover val once.
+        meter.add_training(stats.clips * group.world_size, clip_length)
+        meter.add_evaluation(len(val), clip_length)
+        stop = False
         if trial is not None and step is not None:
-            keep = step.keep_epoch
-            if keep == 0:
-                trainer.checkpoints.inherit(trial, source_record)
-            else:
-                trainer.checkpoints.save_file(trial, saved[keep], epoch=keep)
+            trial.report(score, epochs)
+            step.save_checkpoint(epochs, state_to_bytes(model.state_dict()))
             record()
-        else:
-            _logger.info(
-                f"Rank {group.rank} trained trial {command['trial']} for {epochs} epochs "
-                f"({stats.clips} clips per epoch)."
-            )
+            if trainer.config.progress:
+                trainer.log(
+                    f"trial {command['trial']} {command['key']} epoch {epochs}: loss "
+                    f"{stats.loss:.4f} val {score:.4f} "
+                    f"{stats.clips_per_second * group.world_size:.1f} clips/s on "
+                    f"{group.world_size} processes (rank 0 data wait "
+                    f"{stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
+                )
+            stop = trial.should_prune()
+        if group.decide(stop):
+            break
+    if trial is not None and step is not None:
+        record()
+    else:
+        _logger.info(
+            f"Rank {group.rank} trained trial {command['trial']} for {epochs} epochs "
+            f"({stats.clips} clips per epoch)."
+        )
 
 
 def run_distributed_worker(

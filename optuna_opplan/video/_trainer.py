@@ -7,7 +7,6 @@ from dataclasses import field
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from optuna_opplan._checkpoint import as_artifact_store
 from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import TransitionFailed
@@ -23,8 +23,9 @@ from optuna_opplan.models import classification_loss
 from optuna_opplan.models import freeze_batchnorm
 from optuna_opplan.models import get_model
 from optuna_opplan.models import predict_logits
-from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._compute import Compute
+from optuna_opplan.video._checkpoint import state_from_bytes
+from optuna_opplan.video._checkpoint import state_to_bytes
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
 
@@ -276,9 +277,11 @@ class TransitionTrainer:
     initial model), sets the target state's learning rate, clip length and sampling, creates
     a fresh SGD optimizer (Nesterov, momentum 0.9, weight decay 1e-4 by default) with a
     constant learning rate, and trains epoch by epoch: after each epoch it evaluates on the
-    validation split (one centre clip, one centre crop), reports the score, and stops when the
-    knee pruner says so. Only the checkpoints of the epochs that can still be kept stay on disk
-    (``delay + 1`` of them); the kept one is uploaded to the artifact store with its SHA-256.
+    validation split (one centre clip, one centre crop), reports the score, hands the epoch's
+    weights to the engine (``step.save_checkpoint``), and stops when the knee pruner says so.
+    The engine keeps the epochs that can still be kept on disk (``delay + 1`` of them) and
+    uploads the kept one to the artifact store with its SHA-256: run it with
+    ``run_worker(study, trainer, artifact_store=trainer.artifact_store)``.
 
     A loss that turns NaN ends the transition as a failed edge (no retry). Progress: one line
     per epoch with loss, validation score and clips/s.
@@ -286,10 +289,9 @@ class TransitionTrainer:
     Args:
         train: The training split (its clip length and sampling are set per transition).
         val: The internal validation split, carved from the training set.
-        checkpoints: Where kept checkpoints go: a :class:`CheckpointStore`, an Optuna artifact
-            store or a folder path.
+        checkpoints: Where kept checkpoints go (an Optuna artifact store or a folder path,
+            the same for every worker): :attr:`artifact_store`, to pass to ``run_worker``.
         config: The training settings.
-        scratch_dir: Folder for the retained epoch checkpoints of a running transition.
         log: Where progress lines go.
 
     Example:
@@ -310,7 +312,7 @@ class TransitionTrainer:
         ...                                  samplings=("uniform",))
         >>> study = optuna.create_study(direction="maximize", sampler=op.PlanningSampler(graph),
         ...                             pruner=op.KneePointPruner(delay=1, max_epochs=2))
-        >>> op.run_worker(study, trainer)
+        >>> op.run_worker(study, trainer, artifact_store=trainer.artifact_store)
         1
     """
 
@@ -318,10 +320,9 @@ class TransitionTrainer:
         self,
         train: VideoDataset,
         val: VideoDataset,
-        checkpoints: CheckpointStore | Any,
+        checkpoints: Any,
         *,
         config: TrainerConfig | None = None,
-        scratch_dir: str | os.PathLike[str] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(train, VideoDataset) or not isinstance(val, VideoDataset):
@@ -330,13 +331,8 @@ class TransitionTrainer:
             raise ValueError("`train` and `val` must share their classes.")
         self.train = train
         self.val = val
-        self.checkpoints = (
-            checkpoints
-            if isinstance(checkpoints, CheckpointStore)
-            else CheckpointStore(checkpoints)
-        )
+        self.artifact_store = as_artifact_store(checkpoints)
         self.config = config or TrainerConfig()
-        self.scratch_dir = scratch_dir
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._runner = Runner(self.config, len(train.classes))
 
@@ -361,12 +357,9 @@ class TransitionTrainer:
             )
 
         model = runner.build_model()
-        source_record = None
-        if step.source_trial is not None:
-            state = self.checkpoints.load(trial.study, step.source_trial)
-            source_record = self.checkpoints.record(trial.study, step.source_trial)
-            if state is not None:
-                model.load_state_dict(state)
+        source = step.load_source_checkpoint()  # None: the initial model
+        if source is not None:
+            model.load_state_dict(state_from_bytes(source))
         optimizer = runner.optimizer(model, lr)
         train = self.train.with_clip(clip_length=clip_length, sampling=sampling)
         val = self.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
@@ -376,33 +369,22 @@ class TransitionTrainer:
             trial.report(runner.evaluate(model, val), 0)
             record()
         epochs = 0
-        with tempfile.TemporaryDirectory(prefix="opplan-epochs-", dir=self.scratch_dir) as tmp:
-            saved: dict[int, str] = {}
-            while True:
-                epochs += 1
-                seed = self.config.seed * 100_003 + trial.number * 1_009 + epochs
-                stats = runner.train_epoch(model, optimizer, train, seed=seed, epoch=epochs)
-                score = runner.evaluate(model, val)
-                trial.report(score, epochs)
-                path = os.path.join(tmp, f"epoch{epochs}.pt")
-                torch.save(model.state_dict(), path)
-                saved[epochs] = path
-                for old in [e for e in saved if e not in step.retained_epochs(epochs)]:
-                    os.remove(saved.pop(old))
-                record()
-                if self.config.progress:
-                    self.log(
-                        f"trial {trial.number} {step.transition.key} epoch {epochs}: loss "
-                        f"{stats.loss:.4f} val {score:.4f} {stats.clips_per_second:.1f} clips/s "
-                        f"(data wait {stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
-                    )
-                if trial.should_prune():
-                    break
-            keep = step.keep_epoch
-            if keep == 0:
-                self.checkpoints.inherit(trial, source_record)
-            else:
-                self.checkpoints.save_file(trial, saved[keep], epoch=keep)
+        while True:
+            epochs += 1
+            seed = self.config.seed * 100_003 + trial.number * 1_009 + epochs
+            stats = runner.train_epoch(model, optimizer, train, seed=seed, epoch=epochs)
+            score = runner.evaluate(model, val)
+            trial.report(score, epochs)
+            step.save_checkpoint(epochs, state_to_bytes(model.state_dict()))
+            record()
+            if self.config.progress:
+                self.log(
+                    f"trial {trial.number} {step.transition.key} epoch {epochs}: loss "
+                    f"{stats.loss:.4f} val {score:.4f} {stats.clips_per_second:.1f} clips/s "
+                    f"(data wait {stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
+                )
+            if trial.should_prune():
+                break
         record()
         runner.meter = None
 
