@@ -44,13 +44,6 @@ def _storage(storage: str | BaseStorage) -> BaseStorage:
     return create_storage(storage) if isinstance(storage, str) else storage
 
 
-class StudyNotFoundError(KeyError):
-    """No study of that name in the storage (a ``KeyError``, as Optuna's own)."""
-
-    def __str__(self) -> str:  # KeyError would print the message quoted, as a key
-        return str(self.args[0]) if self.args else ""
-
-
 def _load_study(study_name: str, storage: BaseStorage, **kwargs: Any) -> Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage, **kwargs)

@@ -118,7 +118,8 @@ def run_worker(
             objective keeps its own checkpoints.
 
     Returns:
-        The number of transitions this worker finished.
+        The number of transitions this worker trained to completion (failed attempts, its own
+        or others', are not counted; ``max_transitions`` counts attempts).
 
     Raises:
         StorageUnavailableError: if the storage kept failing through every retry.
@@ -150,7 +151,7 @@ def run_worker(
         # Workers started together would each enqueue every transition; a random pause lets
         # the first one's trials appear before the others look (duplicates are retired anyway).
         time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
-    done = work_loop(
+    attempts = work_loop(
         worker.runner,
         worker.scan,
         poll_interval=poll_interval,
@@ -160,9 +161,9 @@ def run_worker(
     )
     # By the workers that took part (a late starter has no news), for storages
     # optuna-dashboard can open.
-    if worker.saw_complete and done and not isinstance(study._storage, InMemoryStorage):
+    if worker.saw_complete and attempts and not isinstance(study._storage, InMemoryStorage):
         publish_views(study)
-    return done
+    return worker.completed
 
 
 def publish_views(study: Study) -> bool:
@@ -206,6 +207,7 @@ class _Worker:
         self.catch = catch
         self.artifact_store = artifact_store
         self.saw_complete = False
+        self.completed = 0
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.runner = TrialRunner(
             study._storage,
@@ -473,6 +475,7 @@ class _Worker:
                 "recorded; discarded (the transition is being retried)."
             )
             return True
+        self.completed += 1
         _logger.info(
             f"Trial {trial.number} done: {status.transition.key}, score {result.score:.4f} "
             f"(observed {result.observed:.4f}), keep epoch {result.epochs} of "

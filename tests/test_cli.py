@@ -184,19 +184,3 @@ def test_help_per_subcommand() -> None:
     for command in ("status", "plan", "demo"):
         out = _opplan(command, "--help")
         assert out.returncode == 0 and "usage: opplan" in out.stdout
-
-
-def test_a_missing_extra_names_the_pip_install(tmp_path) -> None:
-    code = (
-        "import sys\n"
-        "import importlib.util as u; real = u.find_spec\n"
-        "u.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a)\n"
-        "from optuna_opplan.cli import main\n"
-        f"sys.exit(main(['demo', '--workdir', {str(tmp_path / 'demo')!r}]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 1
-    assert out.stderr.strip() == (
-        "opplan: error: `opplan demo` needs matplotlib, which is not installed: "
-        "pip install 'optuna-opplan[dashboard]'"
-    )

@@ -127,16 +127,6 @@ def test_load_planning_study_needs_a_planning_study(tmp_path: Path) -> None:
         op.load_planning_study(study_name="missing", storage=url)
 
 
-def test_a_missing_study_is_named_with_the_studies_that_exist(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-    op.create_planning_study(_graph(), storage=url, study_name="ucf")
-    with pytest.raises(KeyError) as info:
-        op.load_planning_study(study_name="ucff", storage=url)
-    assert str(info.value) == (
-        f"There is no study 'ucff' in sqlite:///{tmp_path / 'plan.db'}; it holds 'ucf'."
-    )
-
-
 def _chain() -> op.TransitionGraph:
     return op.TransitionGraph.basic(
         clip_lengths=(8,), learning_rates=(0.1, 0.01, 0.001), samplings=("uniform",)

@@ -68,6 +68,9 @@ def _recorded_fit(record: dict[str, Any], values: list[float]) -> KneeFit | None
     if record.get("epoch") != len(values) - 1:
         # The last recorded decision is about fewer epochs than reported (a report after the
         # last prune check): refit, which gives what the pruner would have fitted.
+        if record.get("minimize"):  # fitted as its negation, drawn in the study's units
+            fit = fit_knee([-v for v in values], curve=curve)
+            return fit.negated() if fit.ok else None
         fit = fit_knee(values, curve=curve)
         return fit if fit.ok else None
     return KneeFit(

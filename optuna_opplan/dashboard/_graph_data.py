@@ -6,6 +6,7 @@ draws, and what tests and other front ends can read directly.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from optuna_opplan._progress import TransitionStatus
 from optuna_opplan._protocol import Status
 from optuna_opplan._sampler import PlanningSampler
 from optuna_opplan._state import State
+from optuna_opplan._study import failed_transitions
 from optuna_opplan._transition import Transition
 
 # Edge kinds, in the order the legend shows them.
@@ -161,9 +163,13 @@ def resolve_plan(graph: TransitionGraph, progress: Progress, plan: Plan | None) 
         if not progress.is_complete:
             return None
         try:
-            return compute_plan(graph, progress.results, score=progress.score)
+            plan = compute_plan(
+                graph, progress.results, score=progress.score, direction=progress.direction
+            )
         except GoalUnreachableError:
             return None
+        # As get_plan: the failed edges the plan routed around are part of it.
+        return dataclasses.replace(plan, failed=failed_transitions(progress))
     if not isinstance(plan, Plan):
         raise ValueError(f"`plan` must be an optuna_opplan.Plan or None, but got {plan!r}.")
     for t in plan.transitions:

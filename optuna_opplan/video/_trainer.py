@@ -23,9 +23,9 @@ from optuna_opplan.models import classification_loss
 from optuna_opplan.models import freeze_batchnorm
 from optuna_opplan.models import get_model
 from optuna_opplan.models import predict_logits
-from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._checkpoint import state_to_bytes
+from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
 
