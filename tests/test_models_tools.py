@@ -226,7 +226,7 @@ def test_registry_lists_every_builder() -> None:
     names = models.list_models()
     assert names == sorted(names)
     expected = {f"{p}p3d_resnet{d}" for p in ("", "g_", "dg_") for d in (18, 50, 101)}
-    assert set(names) == expected | {"r3d_18", "mc3_18", "r2plus1d_18"}
+    assert set(names) == expected | {"r3d_18", "mc3_18", "r2plus1d_18", "c3d_small"}
 
 
 def test_registry_builds_by_name() -> None:
