@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from optuna_opplan._knee import KneeDecision
+from optuna_opplan._knee import best_retained
 from optuna_opplan._knee import fit_knee
 
 _Array = NDArray[np.float64]
@@ -193,14 +194,6 @@ DEFAULT_THRESHOLD = 0.02
 DEFAULT_NOISE_FACTOR = 1.5
 
 
-def _best_retained(y: _Array, first: int) -> int:
-    window = y[first:]
-    finite = np.isfinite(window)
-    if not finite.any():
-        return len(y) - 1
-    return first + int(np.argmax(np.where(finite, window, -np.inf)))
-
-
 def improve_decision(
     values: Sequence[float] | np.ndarray,
     *,
@@ -263,7 +256,7 @@ def improve_decision(
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"`values` must be a non-empty 1-d sequence, but got shape {y.shape}.")
     n = len(y) - 1
-    best = _best_retained(y, max(0, n - delay))
+    best = best_retained(y, max(0, n - delay))
     capped = max_epochs is not None and n >= max_epochs
     if capped:
         return KneeDecision(True, best, fit_knee(y), "max_epochs")

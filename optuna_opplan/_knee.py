@@ -500,7 +500,8 @@ def _is_positive_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
-def _best_retained(y: _Array, first: int) -> int:
+def best_retained(y: _Array, first: int) -> int:
+    """The index of the best finite score from ``first`` on (the last one if none is finite)."""
     window = y[first:]
     finite = np.isfinite(window)
     if not finite.any():
@@ -575,7 +576,7 @@ def knee_decision(
     n = len(y) - 1
     first = max(0, n - delay)
     capped = max_epochs is not None and n >= max_epochs
-    best = _best_retained(y, first)
+    best = best_retained(y, first)
     if n < delay:
         return KneeDecision(capped, best, None, "max_epochs" if capped else "warming_up")
 
