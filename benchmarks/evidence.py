@@ -89,6 +89,7 @@ class Setting:
     val_fraction: float
     clip_lengths: tuple[int, ...]
     learning_rates: tuple[float, ...]
+    knee_rule: str
     knee_delay: int
     knee_max_epochs: int
     grid_epochs: tuple[int, ...]
@@ -102,8 +103,9 @@ class Setting:
     hyperband_reduction: int
 
     def cells(self) -> list[tuple[str, int]]:
-        """Seed-major, so a partial run has every flavour at its first seeds."""
-        return [(f, s) for s in self.seeds for f in self.flavours]
+        """Flavour-major: a flavour's interval needs all its seeds, so a partial run reports
+        whole flavours."""
+        return [(f, s) for f in self.flavours for s in self.seeds]
 
 
 FULL = Setting(
@@ -118,6 +120,7 @@ FULL = Setting(
     val_fraction=0.25,
     clip_lengths=(4, 8, 16),
     learning_rates=(0.1, 0.01, 0.001),
+    knee_rule="improve",
     knee_delay=3,
     knee_max_epochs=8,
     grid_epochs=(4, 8, 12, 16),
@@ -406,7 +409,11 @@ def _plan_config(setting: Setting, flavour: str, seed: int) -> dict[str, Any]:
             "learning_rates": list(setting.learning_rates),
             "samplings": list(setting.samplings),
         },
-        "knee": {"delay": setting.knee_delay, "max_epochs": setting.knee_max_epochs},
+        "knee": {
+            "rule": setting.knee_rule,
+            "delay": setting.knee_delay,
+            "max_epochs": setting.knee_max_epochs,
+        },
         "dataset": {
             "synthetic": flavour,
             "num_classes": setting.num_classes,

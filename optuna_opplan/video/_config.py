@@ -15,10 +15,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from optuna_opplan._improvement import DEFAULT_NOISE_FACTOR
+from optuna_opplan._improvement import DEFAULT_THRESHOLD
 from optuna_opplan._knee import KNEE_CURVES
 from optuna_opplan._knee import KNEE_KEEP_RULES
 from optuna_opplan._knee import KNEE_LOSSES
 from optuna_opplan._plan import SCORES
+from optuna_opplan._pruner import DEFAULT_RULE
+from optuna_opplan._stopping import STOPPING_RULES
 
 # Every key a plan config may hold, with its default and type. Defaults are the embedded demo:
 # the bundled synthetic videos, a tiny network, CPU-sized clips.
@@ -35,6 +39,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "curve": "exponential",
         "keep": "best",
         "loss": "linear",
+        "rule": DEFAULT_RULE,
+        "threshold": DEFAULT_THRESHOLD,
+        "min_delta": 0.0,
+        "noise_factor": DEFAULT_NOISE_FACTOR,
     },
     "planner": {
         "score": "fitted",
@@ -99,6 +107,7 @@ CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("knee", "curve"): KNEE_CURVES,
     ("knee", "keep"): KNEE_KEEP_RULES,
     ("knee", "loss"): KNEE_LOSSES,
+    ("knee", "rule"): STOPPING_RULES,
     ("planner", "score"): SCORES,
     ("dataset", "synthetic"): ("", "motion", "temporal", "rhythm"),
     ("dataset", "layout"): ("list", "folders"),
@@ -175,8 +184,8 @@ class PlanConfig:
         >>> try:
         ...     PlanConfig.from_dict({"knee": {"dealy": 3}})
         ... except ConfigError as error:
-        ...     print(error)
-        Unknown key `knee.dealy`; allowed: curve, delay, keep, loss, max_epochs.
+        ...     print(error)  # doctest: +ELLIPSIS
+        Unknown key `knee.dealy`; allowed: curve, delay, keep, loss, max_epochs, min_delta, ...
     """
 
     data: Mapping[str, Mapping[str, Any]]
@@ -223,6 +232,10 @@ class PlanConfig:
             raise ConfigError(
                 "`knee.delay` must be at least 1 and `knee.max_epochs` at least the delay, but "
                 f"got delay={knee['delay']}, max_epochs={knee['max_epochs']}."
+            )
+        if not 0 < knee["threshold"] < 1:
+            raise ConfigError(
+                f"`knee.threshold` must be in (0, 1), but got {knee['threshold']}."
             )
         dataset = self.data["dataset"]
         if not dataset["synthetic"] and not dataset["root"]:
