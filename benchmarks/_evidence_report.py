@@ -378,7 +378,7 @@ def _setting_text(setting: Any) -> str:
         f"{s['num_test_clips']} clips x 3 crops. Model `{s['model']}` (width "
         f"{s['width']}), batch {s['batch_size']}, CPU, one thread. Planning: extended graph "
         f"over clips {list(s['clip_lengths'])} x lr {list(s['learning_rates'])} x "
-        f"{list(s['samplings'])}, stopping rule \"{s.get('knee_rule', 'paper')}\" with delay "
+        f'{list(s["samplings"])}, stopping rule "{s.get("knee_rule", "paper")}" with delay '
         f"{s['knee_delay']}, at most "
         f"{s['knee_max_epochs']} epochs a transition. Grid"
         + (f" ({grid} schedules)" if grid else "")

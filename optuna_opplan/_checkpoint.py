@@ -370,10 +370,10 @@ def load_checkpoint(study: Study, trial_number: int, *, artifact_store: Any) -> 
         >>> op.run_worker(study, objective, artifact_store=store)
         2
         >>> plan = op.get_plan(study)
-        >>> plan.trials, [r.epochs for r in plan.results]  # the goal's transition kept epoch 0
-        ((0, 1), [10, 0])
+        >>> plan.trials, [r.epochs for r in plan.results]
+        ((0, 1), [9, 9])
         >>> pickle.loads(op.load_checkpoint(study, plan.trials[-1], artifact_store=store))
-        {'trial': 0, 'epoch': 10}
+        {'trial': 1, 'epoch': 9}
     """
     if isinstance(trial_number, bool) or not isinstance(trial_number, int):
         raise ValueError(

@@ -65,17 +65,20 @@ def _jitter(y: _Array) -> float:
 
 
 def has_started(values: Sequence[float] | np.ndarray, factor: float = _STARTED_FACTOR) -> bool:
-    """Whether a curve has left its epoch-0 level.
+    """Whether a curve has left its epoch-0 level, up or down.
 
-    Started means: a 3-epoch running mean of the epochs after 0 has risen above ``v0`` by more
-    than ``factor`` times the curve's epoch-to-epoch jitter. A run still flat at chance, or
-    only jittering around its inherited score, has not.
+    Started means: a 3-epoch running mean of the epochs after 0 has moved away from ``v0`` by
+    more than ``factor`` times the curve's epoch-to-epoch jitter. A run still flat at chance,
+    or only jittering around its inherited score, has not. A fine-tuning run that falls below
+    the score it inherited has: whether it will recover is for the extrapolation to judge.
 
     Example:
         >>> from optuna_opplan._improvement import has_started
         >>> has_started([0.001, 0.0012, 0.0009, 0.0011, 0.001, 0.0012])
         False
         >>> has_started([0.001, 0.0012, 0.0009, 0.05, 0.12, 0.2])
+        True
+        >>> has_started([0.9, 0.85, 0.8, 0.75, 0.7, 0.65])
         True
     """
     y = np.asarray(values, dtype=np.float64)
@@ -85,7 +88,8 @@ def has_started(values: Sequence[float] | np.ndarray, factor: float = _STARTED_F
     rest = y[1:]
     smooth = np.convolve(rest, np.ones(3) / 3.0, mode="valid") if rest.size >= 3 else rest
     scale = max(abs(float(y[0])), float(np.max(np.abs(rest))))
-    return bool(np.max(smooth) - y[0] > max(factor * _jitter(rest), 1e-9 * scale))
+    moved = float(np.max(np.abs(smooth - y[0])))
+    return bool(moved > max(factor * _jitter(rest), 1e-9 * scale))
 
 
 def _bases(t: _Array, a: float, span: float) -> _Array:
@@ -111,7 +115,8 @@ def improvement_probability(
 ) -> ImprovementEstimate:
     """The probability that training on, up to ``max_epochs``, improves the curve.
 
-    The latest epochs (``window_fraction`` of them, at least 6) are fitted by an ensemble:
+    The latest epochs (``window_fraction`` of them, at least 6, never epoch 0) are fitted by an
+    ensemble:
     a flat line, saturating exponentials ``c + b exp(-r (t - a) / L)`` with rates ``r`` of
     0.5 to 8 per window length ``L``, and power laws ``c + b (t + 1)^-p``, ``p`` 0.25 to 2.
     For a fixed rate each model is linear in ``(c, b)``, so its least-squares fit and the
@@ -146,13 +151,17 @@ def improvement_probability(
     n = len(y_all) - 1
     finite = np.isfinite(y_all)
     t_all = np.arange(n + 1, dtype=np.float64)
-    first = max(0, n + 1 - max(_MIN_WINDOW, int(math.ceil(window_fraction * (n + 1)))))
+    # Epoch 0 is never fitted: it scores the starting checkpoint under the source state's
+    # settings, and the change of state (clip length, lr) makes a step no smooth model follows.
+    first = max(1, n + 1 - max(_MIN_WINDOW, int(math.ceil(window_fraction * (n + 1)))))
     mask = finite & (t_all >= first)
     t = t_all[mask]
     y = y_all[mask]
     m = y.size
-    if m < 3 or max_epochs <= n:
-        return ImprovementEstimate(0.0, min_delta, 0.0, 0.0, first, max(max_epochs, n))
+    if max_epochs <= n:
+        return ImprovementEstimate(0.0, min_delta, 0.0, 0.0, first, n)
+    if m < 3:  # too few epochs to fit a trend: nothing says training on is futile
+        return ImprovementEstimate(1.0, min_delta, 0.0, 0.0, first, max_epochs)
     a = float(t[0])
     span = max(float(t[-1] - t[0]), 1.0)
     g = _bases(t, a, span)  # models x m
@@ -202,6 +211,7 @@ def improve_decision(
     threshold: float = DEFAULT_THRESHOLD,
     min_delta: float = 0.0,
     noise_factor: float = DEFAULT_NOISE_FACTOR,
+    keep_source: bool = True,
 ) -> KneeDecision:
     """Decide after an epoch whether a transition stops: the "improve" rule.
 
@@ -210,8 +220,10 @@ def improve_decision(
     curve's noise) falls below ``threshold`` (see :func:`improvement_probability`). A curve that
     has not left its epoch-0 level (:func:`has_started`) never stops before ``max_epochs``. The
     kept epoch is the best observed one among the last ``delay + 1`` (the trainer's retained
-    checkpoints). When it stops, the curve is also fitted as the paper's rule does
-    (:func:`~optuna_opplan._knee.fit_knee`), for the planner's fitted score.
+    checkpoints), or epoch 0, the checkpoint the transition started from, if that scored
+    better than all of them (with ``keep_source``). When it stops, the curve is also fitted as
+    the paper's rule does (:func:`~optuna_opplan._knee.fit_knee`), for the planner's fitted
+    score.
 
     Args:
         values: ``[v0, v1, ..., vn]``, higher is better.
@@ -222,6 +234,9 @@ def improve_decision(
         threshold: Stop when the probability of improvement falls below this.
         min_delta: Gains up to this much (in the scores' units) do not count.
         noise_factor: Gains up to this many times the curve's noise do not count either.
+        keep_source: ``v0`` is a measured score of the starting checkpoint, which stays
+            available: keep it (epoch 0) when it beats every retained epoch. :obj:`False` when
+            ``v0`` is a stand-in (a run from the initial model that measured no step 0).
 
     Returns:
         A :class:`~optuna_opplan._knee.KneeDecision` whose ``improvement`` holds the estimate
@@ -257,6 +272,9 @@ def improve_decision(
         raise ValueError(f"`values` must be a non-empty 1-d sequence, but got shape {y.shape}.")
     n = len(y) - 1
     best = best_retained(y, max(0, n - delay))
+    if keep_source and best > 0 and np.isfinite(y[0]) and not y[0] <= y[best]:
+        # Training made it worse and never recovered: the transition keeps where it started.
+        best = 0
     capped = max_epochs is not None and n >= max_epochs
     if capped:
         return KneeDecision(True, best, fit_knee(y), "max_epochs")

@@ -194,13 +194,21 @@ class KneePointPruner(BasePruner):
         }
 
     def decide(
-        self, values: list[float], *, minimize: bool = False, final: bool = False
+        self,
+        values: list[float],
+        *,
+        minimize: bool = False,
+        final: bool = False,
+        keep_source: bool = True,
     ) -> KneeDecision:
         """The decision for a curve ``[v0, v1, ..., vn]`` (pure: no storage involved).
 
         With ``minimize`` (a loss, a perplexity) it decides on the negated curve, and the
         decision's fit is in the curve's own units. ``final``: the objective has ended, and
         the improve rule fits the curve even if it would not stop (the planner's score).
+        ``keep_source``: ``v0`` is a measured score of the starting checkpoint, which the
+        improve rule keeps (epoch 0) when no retained epoch beats it (see
+        :meth:`starts_measured`).
         """
         return stopping_decision(
             values,
@@ -209,7 +217,16 @@ class KneePointPruner(BasePruner):
             max_epochs=self.max_epochs,
             minimize=minimize,
             final=final,
+            keep_source=keep_source,
             **self._settings(),
+        )
+
+    @staticmethod
+    def starts_measured(trial: FrozenTrial) -> bool:
+        """Whether ``trial``'s epoch-0 point is a measured score: a reported step 0, or the
+        kept score of the transition it starts from (not the initial model's stand-in)."""
+        return (
+            0 in trial.intermediate_values or trial.system_attrs.get(KEY_SOURCE_TRIAL) is not None
         )
 
     def curve_of(self, study: Study, trial: FrozenTrial) -> list[float]:
@@ -243,10 +260,11 @@ class KneePointPruner(BasePruner):
         if values is None:
             values = self.curve_of(study, trial)
         minimize = study.direction == StudyDirection.MINIMIZE
-        unmeasured = (
-            0 not in trial.intermediate_values and trial.system_attrs.get(KEY_SOURCE_TRIAL) is None
-        )
-        if unmeasured and len(values) > 1 and (self.rule == "improve" or minimize):
+        if (
+            not self.starts_measured(trial)
+            and len(values) > 1
+            and (self.rule == "improve" or minimize)
+        ):
             return [values[1], *values[1:]]
         return values
 
@@ -267,7 +285,7 @@ class KneePointPruner(BasePruner):
             return True
         minimize = study.direction == StudyDirection.MINIMIZE
         values = self.decision_curve(study, trial, values)
-        decision = self.decide(values, minimize=minimize)
+        decision = self.decide(values, minimize=minimize, keep_source=self.starts_measured(trial))
         record = decision_record(decision, len(values) - 1)
         record["rule"] = self.rule
         if self.rule == "improve":

@@ -42,6 +42,7 @@ def stopping_decision(
     max_epochs: int | None,
     minimize: bool = False,
     final: bool = False,
+    keep_source: bool = True,
     **settings: Any,
 ) -> KneeDecision:
     """One decision of ``rule`` on ``[v0, v1, ..., vn]``.
@@ -54,6 +55,8 @@ def stopping_decision(
         minimize: Lower scores are better: decide on the negated curve.
         final: The objective has ended on its own: the improve rule, which fits a curve only
             when it stops, fits one now for the planner's score.
+        keep_source: ``v0`` is measured (see
+            :func:`~optuna_opplan._improvement.improve_decision`); the paper rule ignores it.
         settings: The rule's own settings (``curve``/``keep``/``loss`` for ``"paper"``,
             ``threshold``/``min_delta``/``noise_factor`` for ``"improve"``).
 
@@ -76,7 +79,9 @@ def stopping_decision(
     if rule == "paper":
         decision = knee_decision(y, delay=delay, max_epochs=max_epochs, **settings)
     elif rule == "improve":
-        decision = improve_decision(y, delay=delay, max_epochs=max_epochs, **settings)
+        decision = improve_decision(
+            y, delay=delay, max_epochs=max_epochs, keep_source=keep_source, **settings
+        )
         if final and decision.fit is None:
             decision = replace(decision, fit=fit_knee(y))
     else:

@@ -396,7 +396,10 @@ class _Worker:
         # A minimised score (a loss) is decided on as its negation; the fit comes back in
         # the study's own units, and so does the result.
         decision = self.pruner.decide(
-            values, minimize=self.study.direction == StudyDirection.MINIMIZE, final=True
+            values,
+            minimize=self.study.direction == StudyDirection.MINIMIZE,
+            final=True,
+            keep_source=self.pruner.starts_measured(frozen),
         )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"

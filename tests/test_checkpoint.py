@@ -236,6 +236,7 @@ def test_a_transition_keeping_the_initial_model_has_no_checkpoint_to_load(
     def worse(trial: optuna.Trial) -> None:
         step = op.current_transition(trial)
         assert step.load_source_checkpoint() is None
+        trial.report(0.9, 0)  # the initial model, measured
         for epoch in range(1, 10):
             trial.report(0.9 - 0.05 * epoch, epoch)
             step.save_checkpoint(epoch, b"w")

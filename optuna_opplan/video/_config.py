@@ -234,9 +234,7 @@ class PlanConfig:
                 f"got delay={knee['delay']}, max_epochs={knee['max_epochs']}."
             )
         if not 0 < knee["threshold"] < 1:
-            raise ConfigError(
-                f"`knee.threshold` must be in (0, 1), but got {knee['threshold']}."
-            )
+            raise ConfigError(f"`knee.threshold` must be in (0, 1), but got {knee['threshold']}.")
         dataset = self.data["dataset"]
         if not dataset["synthetic"] and not dataset["root"]:
             raise ConfigError("Set `dataset.synthetic` or `dataset.root` (a real dataset).")
