@@ -161,8 +161,15 @@ def _check_patience(segments: Sequence[lc.Segment], n: int = 30) -> None:
 Table = tuple[list[lc.Segment], list[dict[str, Any]]]
 
 
-def outcomes_for(name: str, processes: int, limit: int | None = None) -> Table:
-    """All rules' outcomes on one set, from the cache when it has them."""
+def _improve_job(values: np.ndarray) -> dict[str, se.Outcome]:
+    return _improve_outcomes(values)
+
+
+def outcomes_for(
+    name: str, processes: int, limit: int | None = None, redo_improve: bool = False
+) -> Table:
+    """All rules' outcomes on one set, from the cache when it has them (``redo_improve``:
+    all but the improve rule's, which are recomputed, as after a change to that rule)."""
     every = RUN_EVERY.get(name, 1)
     segments = [s for s in lc.load(name) if s.run % every == 0][:limit]
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -170,6 +177,12 @@ def outcomes_for(name: str, processes: int, limit: int | None = None) -> Table:
     if path.exists():
         cached = json.loads(path.read_text())
         if len(cached) == len(segments):
+            if redo_improve:
+                with multiprocessing.Pool(processes) as pool:
+                    fresh = pool.map(_improve_job, [s.values for s in segments], chunksize=8)
+                for old, new in zip(cached, fresh):
+                    old.update({k: list(v) for k, v in new.items()})
+                path.write_text(json.dumps(cached))
             return segments, [{k: tuple(v) for k, v in o.items()} for o in cached]
     _check_patience(segments)
     jobs = [(s.values, s.epochs <= 100 or s.run % PAPER_EVERY_LONG == 0) for s in segments]
@@ -462,6 +475,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--sets", nargs="*", default=list(lc.SETS))
     parser.add_argument("--fresh", action="store_true", help="ignore cached outcomes")
+    parser.add_argument(
+        "--redo-improve",
+        action="store_true",
+        help="recompute the improve rule's cached outcomes (after a change to that rule)",
+    )
     parser.add_argument("--limit", type=int, help="first N segments per set (a smoke run)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -474,7 +492,7 @@ def main() -> None:
     start = time.perf_counter()
     frames = {}
     for name in args.sets:
-        frames[name] = Frame(outcomes_for(name, args.processes, args.limit))
+        frames[name] = Frame(outcomes_for(name, args.processes, args.limit, args.redo_improve))
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     commit = subprocess.run(
