@@ -92,6 +92,14 @@ def has_started(values: Sequence[float] | np.ndarray, factor: float = _STARTED_F
     return bool(moved > max(factor * _jitter(rest), 1e-9 * scale))
 
 
+def _stepped_down(y: _Array) -> bool:
+    # Epoch 1 below the inherited score by more than the started margin of the later jitter.
+    rest = y[1:][np.isfinite(y[1:])]
+    if not (np.isfinite(y[0]) and np.isfinite(y[1])) or rest.size < 3:
+        return False
+    return bool(y[0] - y[1] > _STARTED_FACTOR * _jitter(rest))
+
+
 def _bases(t: _Array, a: float, span: float) -> _Array:
     # One row per model: the time-dependent column of ``f(t) = c + b g(t)``. Every g falls
     # with t, so b < 0 is a rising curve that saturates and b > 0 a falling one.
@@ -115,8 +123,8 @@ def improvement_probability(
 ) -> ImprovementEstimate:
     """The probability that training on, up to ``max_epochs``, improves the curve.
 
-    The latest epochs (``window_fraction`` of them, at least 6, never epoch 0) are fitted by an
-    ensemble:
+    The latest epochs (``window_fraction`` of them, at least 6; not epoch 0 if the curve fell
+    from it at once) are fitted by an ensemble:
     a flat line, saturating exponentials ``c + b exp(-r (t - a) / L)`` with rates ``r`` of
     0.5 to 8 per window length ``L``, and power laws ``c + b (t + 1)^-p``, ``p`` 0.25 to 2.
     For a fixed rate each model is linear in ``(c, b)``, so its least-squares fit and the
@@ -151,9 +159,11 @@ def improvement_probability(
     n = len(y_all) - 1
     finite = np.isfinite(y_all)
     t_all = np.arange(n + 1, dtype=np.float64)
-    # Epoch 0 is never fitted: it scores the starting checkpoint under the source state's
-    # settings, and the change of state (clip length, lr) makes a step no smooth model follows.
-    first = max(1, n + 1 - max(_MIN_WINDOW, int(math.ceil(window_fraction * (n + 1)))))
+    first = max(0, n + 1 - max(_MIN_WINDOW, int(math.ceil(window_fraction * (n + 1)))))
+    if first == 0 and _stepped_down(y_all):
+        # A fall at the change of state (another clip length or lr) is a step that no smooth
+        # model follows; the recovery after it is what to extrapolate.
+        first = 1
     mask = finite & (t_all >= first)
     t = t_all[mask]
     y = y_all[mask]
@@ -271,7 +281,8 @@ def improve_decision(
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"`values` must be a non-empty 1-d sequence, but got shape {y.shape}.")
     n = len(y) - 1
-    best = best_retained(y, max(0, n - delay))
+    # Epoch 0 is a candidate only when it is a measured score of a checkpoint that exists.
+    best = best_retained(y, max(0 if keep_source else min(1, n), n - delay))
     if keep_source and best > 0 and np.isfinite(y[0]) and not y[0] <= y[best]:
         # Training made it worse and never recovered: the transition keeps where it started.
         best = 0

@@ -141,3 +141,51 @@ def test_improve_decision_rejects_bad_arguments(kwargs: dict, message: str) -> N
     with pytest.raises(ValueError) as err:
         improve_decision([0.1, 0.2, 0.3], **kwargs)
     assert message in str(err.value)
+
+
+def _fine_tune(epochs: int, drop: float, recovery: float, seed: int = 3) -> np.ndarray:
+    """A transition from a checkpoint scoring 0.7: a step down at the change of state, then a
+    saturating recovery to ``0.7 - drop + recovery``."""
+    t = np.arange(1, epochs + 1, dtype=float)
+    rng = np.random.default_rng(seed)
+    after = 0.7 - drop + recovery * (1 - np.exp(-(t - 1) / 4.0))
+    return np.concatenate([[0.7], after + 0.002 * rng.standard_normal(t.size)])
+
+
+@pytest.mark.parametrize(
+    "name, values, keep_source, stop_by, kept",
+    [
+        # Training only makes it worse: stop soon, and keep the checkpoint it started from.
+        ("falls and stays down", 0.7 - 0.05 * np.minimum(np.arange(13.0), 3), True, 8, 0),
+        # The same with a stand-in epoch 0 (the pruner's copy of epoch 1 when the start is
+        # unmeasured): a trained epoch is kept, never the stand-in.
+        (
+            "falls, start unmeasured",
+            np.concatenate([[0.65], 0.7 - 0.05 * np.minimum(np.arange(1.0, 13.0), 3)]),
+            False,
+            8,
+            1,
+        ),
+        # A step down, then a recovery well above the start: it is not stopped during the
+        # recovery, and keeps a trained epoch.
+        ("steps down, recovers above", _fine_tune(40, 0.2, 0.35), True, None, None),
+    ],
+)
+def test_a_run_below_its_inherited_score(
+    name: str, values: np.ndarray, keep_source: bool, stop_by: int | None, kept: int | None
+) -> None:
+    decisions = [
+        improve_decision(values[: n + 1], delay=4, max_epochs=60, keep_source=keep_source)
+        for n in range(1, len(values))
+    ]
+    stops = [n for n, d in enumerate(decisions, start=1) if d.stop]
+    if stop_by is not None:
+        assert stops and stops[0] <= stop_by, name
+    else:
+        # Still below 0.7 + the recovery's midpoint at epoch 8: no stop before it has recovered.
+        assert not stops or stops[0] > 12, name
+    first = decisions[(stops[0] if stops else len(values) - 1) - 1]
+    if kept is not None:
+        assert first.keep_epoch == kept, name
+    else:
+        assert first.keep_epoch > 0, name
