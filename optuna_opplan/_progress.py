@@ -97,6 +97,8 @@ class Progress:
     ) -> None:
         self.graph = graph
         self.score = score
+        self.max_retries = max_retries
+        self.max_deaths = max_deaths
         self.initial_score = initial_score
         self.direction = direction
         self.statuses: dict[str, TransitionStatus] = {

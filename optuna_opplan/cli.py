@@ -23,6 +23,7 @@ from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import GoalUnreachableError
 from optuna_opplan._progress import Progress
 from optuna_opplan._protocol import KEY_KNEE
+from optuna_opplan._protocol import KEY_RETRY_DELAY
 from optuna_opplan._protocol import KEY_WORKER
 from optuna_opplan._protocol import Status
 from optuna_opplan._protocol import epochs_of
@@ -81,6 +82,13 @@ def _status(args: argparse.Namespace) -> int:
             f"  running  trial {entry['trial']}: {entry['transition']} "
             f"(epoch {entry['epoch']}, worker {entry['worker']})"
         )
+    for entry in report["retrying"]:
+        backoff = entry["backoff_seconds"]
+        print(
+            f"  retrying {entry['transition']}: {entry['failed']} of {entry['max_retries']} "
+            f"retries after errors, {entry['died']} of {entry['max_deaths']} after deaths"
+            + (f"; next attempt after a {backoff:g}s backoff" if backoff else "")
+        )
     for entry in report["failed"]:
         print(f"  failed   {entry['transition']}: {entry['error']}")
     if report["unreachable"]:
@@ -119,6 +127,22 @@ def status_report(study: optuna.Study, progress: Progress) -> dict[str, Any]:
                 "worker": s.running.system_attrs.get(KEY_WORKER, "?"),
             }
         )
+    # Transitions still in play after failed or killed attempts: how much budget they used.
+    retrying = []
+    for s in progress.statuses.values():
+        if s.finished or not s.attempts:
+            continue
+        delay = s.waiting.system_attrs.get(KEY_RETRY_DELAY) if s.waiting is not None else None
+        retrying.append(
+            {
+                "transition": s.transition.key,
+                "failed": s.failures,
+                "max_retries": progress.max_retries,
+                "died": s.deaths,
+                "max_deaths": progress.max_deaths,
+                "backoff_seconds": delay,
+            }
+        )
     states = []
     for state in graph.states:
         if state in progress.winners:
@@ -147,6 +171,7 @@ def status_report(study: optuna.Study, progress: Progress) -> dict[str, Any]:
     return {
         "counts": progress.counts(),
         "running": running,
+        "retrying": retrying,
         "failed": [{"transition": key, "error": error} for key, error in failed],
         "unreachable": len(progress.with_status(Status.FAILED)) - len(failed),
         "states": states,
@@ -288,8 +313,13 @@ def _worker(args: argparse.Namespace) -> int:
     grid = grid_mod.load_grid_study(study, config)
     if grid is not None and not args.no_grid:
         objective = grid_mod.GridObjective(config, splits)
+        planner = config.section("planner")
         done = grid_mod.run_grid_worker(
-            grid, objective, heartbeat_interval=args.heartbeat_interval
+            grid,
+            objective,
+            max_retries=planner["max_retries"],
+            max_deaths=planner["max_deaths"],
+            heartbeat_interval=args.heartbeat_interval,
         )
         print(f"worker: trained {done} grid schedules.")
     return 0

@@ -184,3 +184,49 @@ def test_help_per_subcommand() -> None:
     for command in ("status", "plan", "demo"):
         out = _opplan(command, "--help")
         assert out.returncode == 0 and "usage: opplan" in out.stdout
+
+
+def test_status_shows_the_retry_budget_of_a_killed_transition(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    graph = op.TransitionGraph.extended(**SMALL)
+    study = op.create_planning_study(
+        graph, storage=url, study_name="k", max_retries=3, max_deaths=7, death_backoff=4.0
+    )
+    first = graph.transitions[0].key
+    died = {
+        "opplan:transition": first,
+        "opplan:worker": "host:1:abc",
+        "opplan:stale": "observer",
+        "opplan:outcome": {"status": "died", "reason": "no heartbeat"},
+    }
+    # Its first attempt (the trial the study was set up with) and a second one were killed;
+    # the retry waits out its backoff.
+    storage, first_trial = study._storage, study.trials[0]._trial_id
+    storage.set_trial_state_values(first_trial, optuna.trial.TrialState.RUNNING)
+    for key, value in died.items():
+        storage.set_trial_system_attr(first_trial, key, value)
+    storage.set_trial_state_values(first_trial, optuna.trial.TrialState.FAIL)
+    study.add_trial(
+        optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, system_attrs=died)
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            system_attrs={"opplan:transition": first, "opplan:retry_delay": 8.0},
+        )
+    )
+    report = json.loads(_opplan("status", "--storage", url, "--study-name", "k", "--json").stdout)
+    assert report["retrying"] == [
+        {
+            "transition": first,
+            "failed": 0,
+            "max_retries": 3,
+            "died": 2,
+            "max_deaths": 7,
+            "backoff_seconds": 8.0,
+        }
+    ]
+    assert report["failed"] == [] and report["complete"] is False
+    text = _opplan("status", "--storage", url, "--study-name", "k").stdout
+    assert f"retrying {first}: 0 of 3 retries after errors, 2 of 7 after deaths" in text
+    assert "8s backoff" in text

@@ -120,6 +120,38 @@ def test_a_dead_workers_schedule_is_taken_over() -> None:
     assert _complete(study) == ALL
 
 
+@pytest.mark.parametrize(("max_deaths", "completes"), [(20, True), (3, False)])
+def test_deaths_have_their_own_budget(max_deaths: int, completes: bool) -> None:
+    study = _grid_study()
+    # The first schedule's workers were killed 3 times already (more than max_retries=2),
+    # and the worker of its 4th attempt died before its first heartbeat.
+    first = study.get_trials(states=(TrialState.WAITING,))[0]
+    point = first.system_attrs["fixed_params"]
+    for _ in range(3):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL,
+                system_attrs={"fixed_params": point, KEY_STALE: "observer"},
+            )
+        )
+    assert study._storage.set_trial_state_values(first._trial_id, TrialState.RUNNING)
+    objective = Schedules()
+    run_grid_worker(study, objective, max_retries=2, max_deaths=max_deaths, **FAST)
+    key = f"{point['clip_schedule']}/{point['decay']}"
+    if completes:
+        assert objective.trained == ALL
+        assert _complete(study) == ALL
+    else:
+        assert objective.trained == ALL - Counter({key: 1}), "given up after 4 deaths"
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+@pytest.mark.parametrize("max_deaths", [-1, 1.5, True])
+def test_max_deaths_is_validated(max_deaths: Any) -> None:
+    with pytest.raises(ValueError, match="`max_deaths` must be a non-negative int"):
+        run_grid_worker(_grid_study(), Schedules(), max_deaths=max_deaths, **FAST)
+
+
 def test_a_schedule_failed_as_abandoned_while_training_is_discarded() -> None:
     study = _grid_study()
     victim = study.get_trials(states=(TrialState.WAITING,))[0]

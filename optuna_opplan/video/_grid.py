@@ -176,6 +176,7 @@ def run_grid_worker(
     objective: Callable[[optuna.Trial], float],
     *,
     max_retries: int = 2,
+    max_deaths: int = 20,
     heartbeat_interval: float = 10.0,
     grace_period: float | None = None,
     poll_interval: float = 0.5,
@@ -188,8 +189,9 @@ def run_grid_worker(
     whose worker went silent for ``grace_period`` seconds (default: 6 heartbeats) is failed
     and enqueued again, so a killed worker's schedule is not left RUNNING forever. A worker
     therefore waits while other workers' schedules run. A schedule whose objective raises
-    is failed and enqueued again too, at most ``max_retries`` times per grid point (counted
-    as transitions' attempts are). A storage error is retried with backoff, then
+    is failed and enqueued again too, at most ``max_retries`` times per grid point; a schedule
+    whose worker died (killed, preempted) at most ``max_deaths`` times, counted apart, as
+    transitions' attempts are. A storage error is retried with backoff, then
     :class:`~optuna_opplan.StorageUnavailableError`; an outcome it held back is recorded
     once the storage is back.
 
@@ -202,7 +204,11 @@ def run_grid_worker(
             "`grace_period` must be longer than a positive `heartbeat_interval`, but got "
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
-    worker = _GridWorker(study, objective, max_retries)
+    if isinstance(max_deaths, bool) or not isinstance(max_deaths, int) or max_deaths < 0:
+        raise ValueError(
+            f"`max_deaths` must be a non-negative int, but got max_deaths={max_deaths!r}."
+        )
+    worker = _GridWorker(study, objective, max_retries, max_deaths)
     worker.runner = TrialRunner(
         study._storage,
         name=f"{socket.gethostname()}:{os.getpid()}:grid",
@@ -219,11 +225,16 @@ def run_grid_worker(
 
 class _GridWorker:
     def __init__(
-        self, study: Study, objective: Callable[[optuna.Trial], float], max_retries: int
+        self,
+        study: Study,
+        objective: Callable[[optuna.Trial], float],
+        max_retries: int,
+        max_deaths: int,
     ) -> None:
         self.study = study
         self.objective = objective
         self.max_retries = max_retries
+        self.max_deaths = max_deaths
         self.runner: TrialRunner
 
     def scan(self) -> Step:
@@ -290,13 +301,16 @@ class _GridWorker:
             )
             if t.system_attrs.get("fixed_params", {}) == point
         )
-        if attempts.exhausted(self.max_retries):
-            reason = attempts.give_up_reason(self.max_retries)
+        if attempts.exhausted(self.max_retries, self.max_deaths):
+            reason = attempts.give_up_reason(self.max_retries, self.max_deaths)
             _logger.warning(f"Grid point {point} given up: {reason}.")
             return
         self.study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
-                system_attrs={"fixed_params": point, KEY_ATTEMPT: attempts.failures + 1},
+                system_attrs={
+                    "fixed_params": point,
+                    KEY_ATTEMPT: attempts.failures + attempts.deaths + 1,
+                },
             )
         )
