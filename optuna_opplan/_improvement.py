@@ -222,13 +222,16 @@ def improve_decision(
     min_delta: float = 0.0,
     noise_factor: float = DEFAULT_NOISE_FACTOR,
     keep_source: bool = True,
+    from_scratch: bool = True,
 ) -> KneeDecision:
     """Decide after an epoch whether a transition stops: the "improve" rule.
 
     Once ``delay`` epochs have run, stop when the probability that training on, up to
     ``max_epochs``, gains more than the tolerance (``min_delta`` plus ``noise_factor`` times the
-    curve's noise) falls below ``threshold`` (see :func:`improvement_probability`). A curve that
-    has not left its epoch-0 level (:func:`has_started`) never stops before ``max_epochs``. The
+    curve's noise) falls below ``threshold`` (see :func:`improvement_probability`). A run from
+    scratch that has not left its epoch-0 level (:func:`has_started`: still at chance) never
+    stops before ``max_epochs``; a run from a trained checkpoint is past its start, and a curve
+    flat at its inherited score is a plateau like any other. The
     kept epoch is the best observed one among the last ``delay + 1`` (the trainer's retained
     checkpoints), or epoch 0, the checkpoint the transition started from, if that scored
     better than all of them (with ``keep_source``). When it stops, the curve is also fitted as
@@ -247,6 +250,7 @@ def improve_decision(
         keep_source: ``v0`` is a measured score of the starting checkpoint, which stays
             available: keep it (epoch 0) when it beats every retained epoch. :obj:`False` when
             ``v0`` is a stand-in (a run from the initial model that measured no step 0).
+        from_scratch: The run starts from an untrained model (it may still be at chance).
 
     Returns:
         A :class:`~optuna_opplan._knee.KneeDecision` whose ``improvement`` holds the estimate
@@ -291,7 +295,7 @@ def improve_decision(
         return KneeDecision(True, best, fit_knee(y), "max_epochs")
     if n < delay:
         return KneeDecision(False, best, None, "warming_up")
-    if not has_started(y):
+    if from_scratch and not has_started(y):
         return KneeDecision(False, best, None, "not_started")
     horizon = max_epochs if max_epochs is not None else 2 * n
     estimate = improvement_probability(

@@ -43,6 +43,7 @@ def stopping_decision(
     minimize: bool = False,
     final: bool = False,
     keep_source: bool = True,
+    from_scratch: bool = True,
     **settings: Any,
 ) -> KneeDecision:
     """One decision of ``rule`` on ``[v0, v1, ..., vn]``.
@@ -57,6 +58,7 @@ def stopping_decision(
             when it stops, fits one now for the planner's score.
         keep_source: ``v0`` is measured (see
             :func:`~optuna_opplan._improvement.improve_decision`); the paper rule ignores it.
+        from_scratch: The run starts from an untrained model; the paper rule ignores it.
         settings: The rule's own settings (``curve``/``keep``/``loss`` for ``"paper"``,
             ``threshold``/``min_delta``/``noise_factor`` for ``"improve"``).
 
@@ -80,7 +82,12 @@ def stopping_decision(
         decision = knee_decision(y, delay=delay, max_epochs=max_epochs, **settings)
     elif rule == "improve":
         decision = improve_decision(
-            y, delay=delay, max_epochs=max_epochs, keep_source=keep_source, **settings
+            y,
+            delay=delay,
+            max_epochs=max_epochs,
+            keep_source=keep_source,
+            from_scratch=from_scratch,
+            **settings,
         )
         if final and decision.fit is None:
             decision = replace(decision, fit=fit_knee(y))

@@ -400,6 +400,7 @@ class _Worker:
             minimize=self.study.direction == StudyDirection.MINIMIZE,
             final=True,
             keep_source=self.pruner.starts_measured(frozen),
+            from_scratch=self.pruner.from_scratch(frozen),
         )
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"

@@ -189,3 +189,25 @@ def test_a_run_below_its_inherited_score(
         assert first.keep_epoch == kept, name
     else:
         assert first.keep_epoch > 0, name
+
+
+@pytest.mark.parametrize(
+    "from_scratch, stops",
+    [
+        # From the initial model, a flat curve is a run still at chance: never stopped.
+        (True, False),
+        # From a trained checkpoint, the same curve is a plateau at the inherited score.
+        (False, True),
+    ],
+)
+def test_a_flat_curve_is_a_plateau_only_after_a_trained_start(
+    from_scratch: bool, stops: bool
+) -> None:
+    y = 0.7 + 0.02 * np.random.default_rng(4).standard_normal(9)
+    decisions = [
+        improve_decision(y[: n + 1], delay=3, max_epochs=40, from_scratch=from_scratch)
+        for n in range(1, 9)
+    ]
+    assert any(d.stop for d in decisions) is stops
+    if not stops:
+        assert {d.reason for d in decisions} == {"warming_up", "not_started"}
