@@ -67,12 +67,13 @@ class KneePointPruner(BasePruner):
       when that falls below ``threshold``. A run from the initial model that has not left its
       epoch-0 level (still at chance) is never stopped before ``max_epochs``; a transition
       from a trained checkpoint whose curve stays flat at its inherited score is on a plateau
-      and stops like any other; one that fell from the score it inherited has left it, and keeps the starting checkpoint (epoch 0) if no retained epoch
-      beats it. Measured in the same file: 56.1% of the epochs at 2.46 points on the
-      ResNets, 37.9% at 3.48 points on AlexNet (21.3% fewer epochs than PatientPruner at equal
-      regret), 82.8% at 1.25 perplexity points on the LSTMs (11.4% fewer); on 5-epoch MetaQNN
-      segments 89.2-92.6% at 0.22-0.23 points, where PatientPruner(0)/(1) do better. 0.21 ms
-      (median) per decision at 200 points.
+      and stops like any other; one that fell from the score it inherited has left it, and
+      keeps the starting checkpoint (epoch 0) if no retained epoch beats it. Measured in the
+      same file (on every curve judged as a run from scratch): 56.1% of the epochs at 2.46
+      points on the ResNets, 37.9% at 3.48 points on AlexNet (21.3% fewer epochs than
+      PatientPruner at equal regret), 82.8% at 1.25 perplexity points on the LSTMs (11.4%
+      fewer); on 5-epoch MetaQNN segments 89.2-92.6% at 0.22-0.23 points, where
+      PatientPruner(0)/(1) do better. 0.21 ms (median) per decision at 200 points.
 
     With a study ``direction="minimize"`` (a loss, a perplexity) both decide on the negated
     curve, so they stop exactly where the negated curve maximised would.

@@ -545,3 +545,31 @@ def test_a_minimised_loss_is_drawn_in_its_own_units_with_the_lowest_plan() -> No
     assert plan.score == min(r.score for r in into_goal if r is not None)
     fig = dashboard.graph_figure(graph, study)
     assert _arrow_ends(fig, PLAN_COLOR) == _expected_ends(graph, plan.transitions)
+
+
+def test_republishing_reads_the_notes_once_not_once_per_trial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = _study(op.TransitionGraph.basic(learning_rates=(0.1, 0.01)))
+    dashboard.publish(study)  # every worker publishes at its end: the later ones change nothing
+    notes = {
+        t.number: optuna_dashboard.get_note(_NoteTarget(study, t._trial_id)) for t in study.trials
+    }
+    storage = study._storage
+    reads = []
+    real = storage.get_study_system_attrs
+
+    def counted(study_id: int) -> dict[str, Any]:
+        reads.append(study_id)
+        return real(study_id)
+
+    monkeypatch.setattr(storage, "get_study_system_attrs", counted)
+    dashboard.publish(study)
+    # A fixed number (the study note, the figures, one read for all trial notes), not one
+    # read per trial.
+    assert len(study.trials) >= 8
+    assert len(reads) <= 4
+    monkeypatch.undo()
+    assert {
+        t.number: optuna_dashboard.get_note(_NoteTarget(study, t._trial_id)) for t in study.trials
+    } == notes
