@@ -635,8 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         "# Soak: planning workers on PostgreSQL, undisturbed and under random SIGKILLs",
         "",
-        f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`, "
-        "under `nice -n 10`)",
+        f"Command: `{command.strip()}` (from the repository root, with `.venv/bin/python`"
+        + (f", at niceness {os.nice(0)})" if os.nice(0) else ")"),
         "",
         f"Date: {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}; commit {git_commit()}; "
         f"machine: {machine()}; "
@@ -698,8 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "",
         f"Reading: the ask (p50 {_ms(_pct(asks, 0.5))} ms, p99 {_ms(_pct(asks, 0.99))} ms "
-        f"undisturbed, at the load above) is mostly the scan: each reads the study's trials "
-        "(Optuna's cached storage re-reads only the unfinished ones; "
+        f"in the {phases[0].name} phase, at the load above) is mostly the scan: each reads "
+        "the study's trials (Optuna's cached storage re-reads only the unfinished ones; "
         f"{phases[0].trials} trials in all here), with {args.workers} worker processes and "
         "the server sharing 2 cores. A lost claim race (another worker claimed the same "
         "waiting trial first) costs no rescan: the loser tries the next ready transition of "
