@@ -15,6 +15,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import InMemoryStorage
 from optuna.study import Study
 from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from optuna_opplan._checkpoint import ArtifactStore
 from optuna_opplan._checkpoint import Carrier
@@ -151,7 +152,7 @@ def run_worker(
         # Workers started together would each enqueue every transition; a random pause lets
         # the first one's trials appear before the others look (duplicates are retired anyway).
         time.sleep(random.uniform(0.0, min(1.0, 4 * poll_interval)))
-    attempts = work_loop(
+    work_loop(
         worker.runner,
         worker.scan,
         poll_interval=poll_interval,
@@ -159,9 +160,10 @@ def run_worker(
         max_runs=max_transitions,
         timeout=timeout,
     )
-    # By the workers that took part (a late starter has no news), for storages
-    # optuna-dashboard can open.
-    if worker.saw_complete and attempts and not isinstance(study._storage, InMemoryStorage):
+    # By the worker that finished the last transition, for storages optuna-dashboard can
+    # open: drawing every curve is a minute's work on a large study, and a fleet that all
+    # did it at once would hold up its own exit (`opplan plan` publishes too).
+    if worker.finished_last and not isinstance(study._storage, InMemoryStorage):
         publish_views(study)
     return worker.completed
 
@@ -206,7 +208,7 @@ class _Worker:
         self.queue = TransitionQueue(study, sampler)
         self.catch = catch
         self.artifact_store = artifact_store
-        self.saw_complete = False
+        self.finished_last = False
         self.completed = 0
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.runner = TrialRunner(
@@ -240,13 +242,23 @@ class _Worker:
             self.queue.reconcile(progress)
             if not progress.orphans:
                 _logger.info(f"Plan complete: {progress.counts()}.")
-                self.saw_complete = True
+                self.finished_last = self._finished_last(progress)
                 return Step.FINISHED
         if self.fail_stale(progress) or self.queue.reconcile(
             progress, only=self.to_enqueue(progress)
         ):
             return Step.AGAIN
         return self.try_one(progress)
+
+    def _finished_last(self, progress: Progress) -> bool:
+        # Whether this worker completed the transition that completed the study.
+        done = [
+            (t.datetime_complete, t.system_attrs.get(KEY_WORKER))
+            for status in progress.statuses.values()
+            for t in status.trials
+            if t.state == TrialState.COMPLETE and t.datetime_complete is not None
+        ]
+        return bool(done) and max(done, key=lambda pair: pair[0])[1] == self.name
 
     def finished(self, key: str) -> None:
         """Take the duty to enqueue what the end of transition ``key`` makes ready: its own

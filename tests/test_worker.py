@@ -671,3 +671,37 @@ def test_the_backoff_doubles_with_each_death_up_to_eight_times(
         trial.number = number
     status = op.Progress(graph, trials).statuses[key]
     assert sampler.retry_delay(status) == delay
+
+
+def test_only_the_worker_that_finished_the_study_publishes_its_views(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[str] = []
+    monkeypatch.setattr(
+        worker_module,
+        "publish_views",
+        lambda study: published.append(threading.current_thread().name),
+    )
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    graph = op.TransitionGraph.extended(
+        clip_lengths=(8, 16), learning_rates=(0.1, 0.01), samplings=("uniform",)
+    )
+    pruner = op.KneePointPruner(delay=3, max_epochs=8)
+    op.create_planning_study(graph, storage=url, study_name="p", pruner=pruner)
+    trained: dict[str, int] = {}
+
+    def work() -> None:
+        study = op.load_planning_study(study_name="p", storage=url)
+        name = threading.current_thread().name
+        trained[name] = op.run_worker(
+            study, SimulatedObjective(seed=1, epoch_seconds=0.01, max_epochs=8), poll_interval=0.01
+        )
+
+    threads = [threading.Thread(target=work, name=f"w{i}") for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(trained.values()) == len(graph.transitions)
+    assert len(published) == 1, published
+    assert trained[published[0]] > 0
