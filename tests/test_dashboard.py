@@ -573,3 +573,16 @@ def test_republishing_reads_the_notes_once_not_once_per_trial(
     assert {
         t.number: optuna_dashboard.get_note(_NoteTarget(study, t._trial_id)) for t in study.trials
     } == notes
+
+
+def test_a_published_note_replaces_a_longer_one_written_by_hand() -> None:
+    study = _study(_small_graph())
+    dashboard.publish(study)
+    trial = study.trials[0]
+    target = _NoteTarget(study, trial._trial_id)
+    published = optuna_dashboard.get_note(target)
+    optuna_dashboard.save_note(target, "x" * 5000)  # three chunks of a system attribute
+    dashboard.publish(study)
+    assert optuna_dashboard.get_note(target) == published
+    dashboard.publish(study)  # unchanged: nothing written
+    assert optuna_dashboard.get_note(target) == published

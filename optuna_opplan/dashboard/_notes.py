@@ -195,31 +195,42 @@ class _NoteTarget:
 def _save_note_if_changed(
     target: Any, body: str, study_attrs: dict[str, Any] | None = None
 ) -> bool:
+    """Save ``body`` as ``target``'s note unless it is already; ``study_attrs``: the study's
+    system attributes, read once by the caller for many notes.
+
+    optuna-dashboard's ``get_note`` and ``save_note`` each read every study system attribute
+    (all notes of all trials): per trial that made publishing a finished 1,000-transition
+    study on PostgreSQL take many minutes. With the attributes read once, a note is looked
+    up in them and written the way ``save_note`` writes it (version, then the body's chunks,
+    then the stale chunks of a longer old body emptied).
+    """
     import optuna_dashboard
 
-    # save_note bumps the note's version on every call: skip identical bodies, so that
-    # publishing twice leaves the storage as it was.
-    if _current_note(target, study_attrs) == body:
+    try:
+        from optuna_dashboard import _note
+    except ImportError:  # another optuna-dashboard layout: the public, slower way
+        study_attrs = None
+    if study_attrs is None:
+        # save_note bumps the note's version on every call: skip identical bodies, so that
+        # publishing twice leaves the storage as it was.
+        if optuna_dashboard.get_note(target) == body:
+            return False
+        optuna_dashboard.save_note(target, body)
+        return True
+    trial_id = getattr(target, "_trial_id", None)
+    if _note.get_note_from_system_attrs(study_attrs, trial_id)["body"] == body:
         return False
-    optuna_dashboard.save_note(target, body)
+    storage, study_id = target.storage, target.study._study_id
+    version = study_attrs.get(_note.note_ver_key(trial_id), 0) + 1
+    storage.set_study_system_attr(study_id, _note.note_ver_key(trial_id), version)
+    chunks = _note.split_body(body, trial_id)
+    for key, value in chunks.items():
+        storage.set_study_system_attr(study_id, key, value)
+    prefix = _note.note_str_key_prefix(trial_id)
+    old = sum(1 for key in study_attrs if key.startswith(prefix))
+    for i in range(len(chunks), old):
+        storage.set_study_system_attr(study_id, f"{prefix}{i}", "")
     return True
-
-
-def _current_note(target: Any, study_attrs: dict[str, Any] | None) -> str:
-    # get_note reads every study system attribute (all notes of all trials) per call, which
-    # made publishing a finished 1,000-transition study on PostgreSQL take minutes per worker;
-    # with the attributes read once, a note is looked up in them.
-    import optuna_dashboard
-
-    if study_attrs is not None:
-        try:
-            from optuna_dashboard._note import get_note_from_system_attrs
-        except ImportError:  # another optuna-dashboard layout: the public, slower way
-            pass
-        else:
-            trial_id = getattr(target, "_trial_id", None)
-            return str(get_note_from_system_attrs(study_attrs, trial_id)["body"])
-    return str(optuna_dashboard.get_note(target))
 
 
 def _noted_trials(study: Study) -> list[FrozenTrial]:
