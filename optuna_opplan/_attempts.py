@@ -10,6 +10,15 @@ from optuna_opplan._protocol import KEY_WORKER
 from optuna_opplan._protocol import OutcomeKind
 from optuna_opplan._protocol import outcome_of
 
+DEFAULT_MAX_DEATHS = 20
+"""How often a unit of work may lose its worker (killed, preempted) before it is given up."""
+
+
+def check_budget(name: str, value: object) -> None:
+    """Raise :class:`ValueError` unless ``value`` is a retry budget: a non-negative int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative int, but got {name}={value!r}.")
+
 
 @dataclass
 class Attempts:
@@ -20,7 +29,7 @@ class Attempts:
     planning progress and the grid worker both count through it. An attempt whose objective
     failed counts against ``max_retries``; one whose worker died (its heartbeat went silent:
     killed, preempted, out of memory) is not the unit's fault as far as anyone can tell and
-    counts against ``max_deaths`` (without one, as the grid worker asks, like a failure).
+    counts against ``max_deaths``.
 
     Example:
         >>> import optuna
@@ -73,16 +82,14 @@ class Attempts:
         self.died_last = False
         self.last_error = f"trial {trial.number}: {reason or 'failed'}"
 
-    def exhausted(self, max_retries: int, max_deaths: int | None = None) -> bool:
+    def exhausted(self, max_retries: int, max_deaths: int) -> bool:
         """Whether the unit is given up: it failed more than ``max_retries`` times, or its
-        worker died more than ``max_deaths`` times (:obj:`None`: deaths count as failures)."""
-        if max_deaths is None:
-            return self.failures + self.deaths > max_retries
+        worker died more than ``max_deaths`` times."""
         return self.failures > max_retries or self.deaths > max_deaths
 
-    def give_up_reason(self, max_retries: int, max_deaths: int | None = None) -> str:
+    def give_up_reason(self, max_retries: int, max_deaths: int) -> str:
         """Why the unit was given up, for the plan, the CLI and the dashboard."""
-        if max_deaths is not None and self.failures <= max_retries:
+        if self.failures <= max_retries:
             return (
                 f"died {self.deaths} times: its worker stopped sending heartbeats each time "
                 "(killed, out of memory, or its machine lost), more than "
@@ -91,5 +98,4 @@ class Attempts:
         last = self.last_error
         if self.died_last:
             last = f"{self.last_death}: its worker stopped sending heartbeats"
-        total = self.failures if max_deaths is not None else self.failures + self.deaths
-        return f"gave up after {total} failed attempts; last: {last}"
+        return f"gave up after {self.failures} failed attempts; last: {last}"

@@ -17,6 +17,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._attempts import DEFAULT_MAX_DEATHS
+from optuna_opplan._attempts import check_budget
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._plan import SCORES
 from optuna_opplan._progress import Progress
@@ -51,7 +53,6 @@ def admit_trial(trial_id: int) -> Iterator[None]:
         _admitted.trial_id = None
 
 
-DEFAULT_MAX_DEATHS = 20
 DEFAULT_DEATH_BACKOFF = 30.0
 # The wait before a retry after a death doubles with each death, up to this many times
 # ``death_backoff``.
@@ -152,14 +153,8 @@ class PlanningSampler(BaseSampler):
             raise ValueError(f"`graph` must be a TransitionGraph, but got graph={graph!r}.")
         if score not in SCORES:
             raise ValueError(f"`score` must be one of {SCORES}, but got score={score!r}.")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(
-                f"`max_retries` must be a non-negative int, but got max_retries={max_retries!r}."
-            )
-        if isinstance(max_deaths, bool) or not isinstance(max_deaths, int) or max_deaths < 0:
-            raise ValueError(
-                f"`max_deaths` must be a non-negative int, but got max_deaths={max_deaths!r}."
-            )
+        check_budget("max_retries", max_retries)
+        check_budget("max_deaths", max_deaths)
         if (
             isinstance(death_backoff, bool)
             or not isinstance(death_backoff, (int, float))

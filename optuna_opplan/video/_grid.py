@@ -14,7 +14,9 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_opplan._attempts import DEFAULT_MAX_DEATHS
 from optuna_opplan._attempts import Attempts
+from optuna_opplan._attempts import check_budget
 from optuna_opplan._protocol import KEY_ATTEMPT
 from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._protocol import KEY_GRID_STUDY
@@ -176,7 +178,7 @@ def run_grid_worker(
     objective: Callable[[optuna.Trial], float],
     *,
     max_retries: int = 2,
-    max_deaths: int = 20,
+    max_deaths: int = DEFAULT_MAX_DEATHS,
     heartbeat_interval: float = 10.0,
     grace_period: float | None = None,
     poll_interval: float = 0.5,
@@ -204,10 +206,7 @@ def run_grid_worker(
             "`grace_period` must be longer than a positive `heartbeat_interval`, but got "
             f"grace_period={grace_period!r}, heartbeat_interval={heartbeat_interval!r}."
         )
-    if isinstance(max_deaths, bool) or not isinstance(max_deaths, int) or max_deaths < 0:
-        raise ValueError(
-            f"`max_deaths` must be a non-negative int, but got max_deaths={max_deaths!r}."
-        )
+    check_budget("max_deaths", max_deaths)
     worker = _GridWorker(study, objective, max_retries, max_deaths)
     worker.runner = TrialRunner(
         study._storage,
