@@ -161,10 +161,6 @@ def _check_patience(segments: Sequence[lc.Segment], n: int = 30) -> None:
 Table = tuple[list[lc.Segment], list[dict[str, Any]]]
 
 
-def _improve_job(values: np.ndarray) -> dict[str, se.Outcome]:
-    return _improve_outcomes(values)
-
-
 def outcomes_for(
     name: str, processes: int, limit: int | None = None, redo_improve: bool = False
 ) -> Table:
@@ -179,7 +175,7 @@ def outcomes_for(
         if len(cached) == len(segments):
             if redo_improve:
                 with multiprocessing.Pool(processes) as pool:
-                    fresh = pool.map(_improve_job, [s.values for s in segments], chunksize=8)
+                    fresh = pool.map(_improve_outcomes, [s.values for s in segments], chunksize=8)
                 for old, new in zip(cached, fresh):
                     old.update({k: list(v) for k, v in new.items()})
                 path.write_text(json.dumps(cached))
