@@ -37,9 +37,20 @@ class Heartbeat(threading.Thread):
         self._interval = interval
         self._stop_event = threading.Event()
 
+    def start(self) -> None:
+        """Beat once in the caller's thread, then go on beating in this one.
+
+        The first beat is written before this returns: a worker that just claimed a trial
+        shows it is alive before it writes anything else. It raises what the storage raises
+        (:class:`~optuna.exceptions.UpdateFinishedTrialError` if the trial was failed
+        meanwhile), and then no thread is started.
+        """
+        self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, 0)
+        super().start()
+
     def run(self) -> None:
-        beat = 0
-        while True:
+        beat, wait = 1, self._interval
+        while not self._stop_event.wait(wait):
             try:
                 self._storage.set_trial_system_attr(self._trial_id, KEY_HEARTBEAT, beat)
             except UpdateFinishedTrialError:
@@ -49,13 +60,10 @@ class Heartbeat(threading.Thread):
                 _logger.warning(f"Heartbeat of trial id {self._trial_id} failed: {exc!r}")
                 # Beat again soon: the first beat after an outage tells the other workers,
                 # whose clocks ran on while they could not look either, that this one lives.
-                beat += 1
-                if self._stop_event.wait(min(self._interval, 1.0)):
-                    return
-                continue
+                wait = min(self._interval, 1.0)
+            else:
+                wait = self._interval
             beat += 1
-            if self._stop_event.wait(self._interval):
-                return
 
     def stop(self) -> None:
         self._stop_event.set()

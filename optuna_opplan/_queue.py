@@ -79,18 +79,27 @@ class TransitionQueue:
                 enqueued = True
         return enqueued
 
-    def claim(self, status: TransitionStatus, progress: Progress) -> int | None:
+    def claim(self, status: TransitionStatus) -> int | None:
         """Claim ``status``'s waiting trial for this process; return its id, or :obj:`None`
-        if another worker was faster."""
+        if another worker was faster.
+
+        The claimed trial is RUNNING from here on and other workers judge it by its
+        heartbeats: beat before anything else (:meth:`record_source` comes after), since every
+        storage write in between is time an overloaded worker may be judged dead in.
+        """
         if status.waiting is None:
             raise ValueError(f"Transition {status.transition.key} has no waiting trial.")
         trial_id = status.waiting._trial_id
         if not claim_trial(self.study._storage, trial_id):
             return None
+        return trial_id
+
+    def record_source(self, trial_id: int, status: TransitionStatus, progress: Progress) -> None:
+        """Record on a claimed trial where its transition starts: the source state's kept
+        trial and that checkpoint's score, as ``progress`` resolves them."""
         source_trial, epoch0 = progress.source_of(status.transition)
         self.study._storage.set_trial_system_attr(trial_id, KEY_SOURCE_TRIAL, source_trial)
         self.study._storage.set_trial_system_attr(trial_id, KEY_EPOCH0, epoch0)
-        return trial_id
 
     def open_trial(self, trial_id: int) -> optuna.Trial:
         """Wrap a claimed trial and record the transition's params on it."""

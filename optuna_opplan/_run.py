@@ -103,9 +103,14 @@ class TrialRunner:
         re-raised. A storage error while recording is re-raised with the outcome kept (see
         :meth:`settle`).
         """
-        self.storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
+        # The beat first: until it lands, other workers may take the claim for a dead one.
         heartbeat = Heartbeat(self.storage, trial_id, self.heartbeat_interval)
         heartbeat.start()
+        try:
+            self.storage.set_trial_system_attr(trial_id, KEY_WORKER, self.name)
+        except BaseException:
+            heartbeat.stop()  # the trial stays RUNNING and silent: it is judged dead, retried
+            raise
         pending = _Pending(trial_id, label, heartbeat)
         try:
             pending.record = body()

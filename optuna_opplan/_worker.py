@@ -323,14 +323,14 @@ class _Worker:
             try:
                 # Losing a claim says nothing about other transitions: try the next one. The
                 # same transition is never retried from this snapshot (that needs a rescan).
-                trial_id = self.queue.claim(status, progress)
+                trial_id = self.queue.claim(status)
                 if trial_id is None:
                     lost = True
                     continue
                 self.runner.run(
                     trial_id,
                     status.transition.key,
-                    functools.partial(self._run, status, trial_id),
+                    functools.partial(self._run, status, progress, trial_id),
                     functools.partial(self._errored, trial_id),
                 )
             except UpdateFinishedTrialError as exc:
@@ -347,8 +347,9 @@ class _Worker:
             self._finish_failed, trial_id, OutcomeKind.ERROR, f"{type(exc).__name__}: {exc}"
         )
 
-    def _run(self, status: TransitionStatus, trial_id: int) -> Record:
+    def _run(self, status: TransitionStatus, progress: Progress, trial_id: int) -> Record:
         """Run the objective on a claimed trial; return what records its outcome."""
+        self.queue.record_source(trial_id, status, progress)
         trial = self.queue.open_trial(trial_id)
         # The epochs the pruner may still keep: older checkpoints are dropped as training goes.
         epochs = EpochCheckpoints(

@@ -4,6 +4,7 @@ import time
 from types import SimpleNamespace
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 import pytest
 
@@ -88,16 +89,22 @@ def test_heartbeat_beats_then_stops() -> None:
 def test_a_trial_failed_by_another_worker_is_cancelled() -> None:
     study = optuna.create_study()
     trial = _running(study)
+    beat = Heartbeat(study._storage, trial._trial_id, interval=0.01)
+    beat.start()
     assert fail_abandoned(study._storage, trial, "observer")
     frozen = study._storage.get_trial(trial._trial_id)
     assert frozen.state == TrialState.FAIL and frozen.system_attrs[KEY_STALE] == "observer"
     # Its own worker's next beat is refused: the trial is marked cancelled and beats end.
-    beat = Heartbeat(study._storage, trial._trial_id, interval=0.01)
-    beat.start()
     beat.join(timeout=10)
     assert not beat.is_alive()
     assert trial._trial_id in CANCELLED
     CANCELLED.discard(trial._trial_id)
+    # A worker that claimed it and had not beaten yet learns at its first beat, in its own
+    # thread, and starts no beats.
+    late = Heartbeat(study._storage, trial._trial_id, interval=0.01)
+    with pytest.raises(UpdateFinishedTrialError):
+        late.start()
+    assert not late.is_alive() and trial._trial_id not in CANCELLED
     # Failing it twice (two observers) is a no-op for the second.
     assert not fail_abandoned(study._storage, frozen, "another observer")
 
@@ -115,13 +122,19 @@ def test_a_storage_outage_does_not_stop_the_beats() -> None:
             raise optuna.exceptions.StorageInternalError("server closed the connection")
         write(trial_id, key, value)
 
-    storage.set_trial_system_attr = flaky  # type: ignore[method-assign]
     beat = Heartbeat(storage, trial._trial_id, interval=0.01)
+    storage.set_trial_system_attr = flaky  # type: ignore[method-assign]
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        beat.start()  # the first beat is the claimer's: it must know
+    failures[0] = 3
+    beat = Heartbeat(storage, trial._trial_id, interval=0.01)
+    storage.set_trial_system_attr = write  # type: ignore[method-assign]
     beat.start()
+    storage.set_trial_system_attr = flaky  # type: ignore[method-assign]
     deadline = time.monotonic() + 10
-    while KEY_HEARTBEAT not in storage.get_trial_system_attrs(trial._trial_id):
+    # Three refused beats later, beats resume; a refused beat's number is never reused, so
+    # the first one after the outage is a change observers see.
+    while failures[0] or storage.get_trial_system_attrs(trial._trial_id)[KEY_HEARTBEAT] < 4:
         assert time.monotonic() < deadline, "beats resume once the storage is back"
         time.sleep(0.01)
     beat.stop()
-    # The first beat after the outage carries a new value: observers see a change.
-    assert storage.get_trial_system_attrs(trial._trial_id)[KEY_HEARTBEAT] >= 3

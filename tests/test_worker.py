@@ -215,7 +215,7 @@ def test_an_abandoned_trial_is_failed_and_retried() -> None:
     progress = queue.progress()
     first = progress.with_status("ready")[0]
     # A worker claims the transition and dies before its first heartbeat.
-    claimed = queue.claim(first, progress)
+    claimed = queue.claim(first)
     assert claimed is not None
     op.run_worker(study, SimulatedObjective(seed=2), **_fast())
     stale = study._storage.get_trial(claimed)
@@ -494,7 +494,7 @@ def test_staleness_is_judged_only_while_the_observer_can_read_the_storage(
     queue = TransitionQueue(study, sampler)
     queue.reconcile(queue.progress())
     progress = queue.progress()
-    claimed = queue.claim(progress.with_status("ready")[0], progress)
+    claimed = queue.claim(progress.with_status("ready")[0])
     assert claimed is not None
     now = [0.0]
     monkeypatch.setattr(heartbeat_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
@@ -530,7 +530,7 @@ def test_the_worker_that_made_a_transition_ready_enqueues_it_others_after_a_dela
     queue = TransitionQueue(study, sampler)
     queue.reconcile(queue.progress())
     progress = queue.progress()
-    claimed = queue.claim(progress.statuses[first.key], progress)
+    claimed = queue.claim(progress.statuses[first.key])
     assert claimed is not None
     study._storage.set_trial_system_attr(
         claimed,
@@ -594,7 +594,7 @@ def test_a_retry_after_a_death_waits_its_backoff_on_each_workers_own_clock(
     starts = progress.with_status("ready")
     assert len(starts) == 2
     for status in starts:
-        trial_id = queue.claim(status, progress)
+        trial_id = queue.claim(status)
         assert trial_id is not None
         study._storage.set_trial_system_attr(trial_id, "opplan:worker", "gpu7:4242:a1b2c3")
     observer = _engine_worker(study, grace=1.0)

@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -257,12 +258,18 @@ class _GridWorker:
         if claimed is None:
             # Others' schedules still run: wait, to take over any whose worker dies.
             return Step.IDLE
-        counted = self.runner.run(
-            claimed._trial_id,
-            f"grid trial {claimed.number}",
-            functools.partial(self._run, claimed),
-            functools.partial(self._errored, claimed),
-        )
+        try:
+            counted = self.runner.run(
+                claimed._trial_id,
+                f"grid trial {claimed.number}",
+                functools.partial(self._run, claimed),
+                functools.partial(self._errored, claimed),
+            )
+        except UpdateFinishedTrialError as exc:
+            # Judged abandoned before its first heartbeat (a stalled machine): it is enqueued
+            # again by whoever failed it, and this worker lives on to take work.
+            _logger.warning(f"Grid trial {claimed.number} was failed meanwhile: {exc}")
+            return Step.AGAIN
         return Step.RAN if counted else Step.AGAIN
 
     def _run(self, claimed: FrozenTrial) -> Record:
