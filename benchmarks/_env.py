@@ -36,9 +36,15 @@ def load_average() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+_RESULTS = ":(exclude)benchmarks/results"
+
+
 def git_commit() -> str:
     """The commit a benchmark runs: ``abc1234``, with ``(uncommitted changes)`` when the
-    working tree differs from it, or ``unknown`` outside a git checkout."""
+    working tree's code differs from it, or ``unknown`` outside a git checkout.
+
+    Results files are not code: a benchmark that rewrites its own results file as it goes
+    (``evidence.py`` after every cell) still runs its commit."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
@@ -49,7 +55,7 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", _RESULTS],
             cwd=root,
             capture_output=True,
             text=True,
