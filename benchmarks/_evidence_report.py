@@ -63,7 +63,13 @@ def project(cell: Any, say: Callable[[str], None]) -> dict[str, float]:
     started = time.monotonic()
     for flavour in setting.flavours:
         other = type(cell)(
-            setting, flavour, cell.seed, os.path.dirname(cell.dir), cell.storage, cell.cache
+            setting,
+            flavour,
+            cell.seed,
+            os.path.dirname(cell.dir),
+            cell.storage,
+            cell.cache,
+            cell.listset,
         )
         assert len(other.splits.test) > 0
     say(f"calibration: videos ready in {time.monotonic() - started:.0f}s")
@@ -121,9 +127,11 @@ def write(
     smoke: bool,
     runs: Sequence[dict[str, Any]],
     projection: dict[str, Any] | None = None,
+    data_text: str | None = None,
 ) -> str:
     """Write ``evidence.md``, ``evidence.json`` and ``headline.md`` from the finished cells;
-    returns the path of ``evidence.md``."""
+    returns the path of ``evidence.md``. ``data_text`` describes a user's video set, which
+    replaces the bundled flavours."""
     done_cells = _done_cells(cells)
     summaries = [c.summary() for c in done_cells]
     progress = {c.name: c.progress() for c in cells if c not in done_cells}
@@ -138,6 +146,7 @@ def write(
         "finished_at": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "load_at_end": load_average(),
         "setting": jsonable(asdict(setting)),
+        "data": data_text,
         "status": "complete" if finished else "partial",
         "cells_done": [[s["flavour"], s["seed"]] for s in summaries],
         "progress": progress,
@@ -265,7 +274,7 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
         "",
         "## Setting",
         "",
-        _setting_text(setting),
+        _setting_text(setting, data["data"]),
         "",
         "## Projected cost",
         "",
@@ -360,22 +369,25 @@ _VERDICTS = {
 }
 
 
-def _setting_text(setting: Any) -> str:
+def _setting_text(setting: Any, data_text: str | None = None) -> str:
     s = asdict(setting)
+    videos = data_text or (
+        f"Per flavour {s['num_classes']} classes, {s['train_per_class']} training videos a "
+        f"class ({s['val_fraction']:.0%} of them held out for validation) and "
+        f"{s['test_per_class']} test videos a class; {s['num_frames'][0]}-{s['num_frames'][1]} "
+        f"frames of {s['size']}x{s['size']} px, crops {s['crop']} px, test "
+        f"{s['num_test_clips']} clips x 3 crops."
+    )
     grid = (
         len(setting.decays) * len(setting.samplings) * len(setting.grid_epochs) * 3
         if len(setting.clip_lengths) >= 3
         else None
     )
     return (
-        f"Flavours {', '.join(s['flavours'])}; seeds {list(s['seeds'])} (the seed sets the "
+        f"{'Video set' if data_text else 'Flavours'} {', '.join(s['flavours'])}; seeds "
+        f"{list(s['seeds'])} (the seed sets the "
         "model initialisation, the data order, the train/validation split and TPE's sampler; "
-        "the test videos are the same in every seed). Per flavour "
-        f"{s['num_classes']} classes, {s['train_per_class']} training videos a class "
-        f"({s['val_fraction']:.0%} of them held out for validation) and "
-        f"{s['test_per_class']} test videos a class; {s['num_frames'][0]}-{s['num_frames'][1]} "
-        f"frames of {s['size']}x{s['size']} px, crops {s['crop']} px, test "
-        f"{s['num_test_clips']} clips x 3 crops. Model `{s['model']}` (width "
+        f"the test videos are the same in every seed). {videos} Model `{s['model']}` (width "
         f"{s['width']}), batch {s['batch_size']}, CPU, one thread. Planning: extended graph "
         f"over clips {list(s['clip_lengths'])} x lr {list(s['learning_rates'])} x "
         f'{list(s["samplings"])}, stopping rule "{s.get("knee_rule", "paper")}" with delay '

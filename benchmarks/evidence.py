@@ -20,6 +20,13 @@ Run from the repository root::
     nice -n 10 .venv/bin/python -m benchmarks.evidence          # the full run
     .venv/bin/python -m benchmarks.evidence --report-only      # rewrite the results file
     .venv/bin/python -m benchmarks.evidence --smoke --workdir /tmp/ev --results /tmp/ev
+    .venv/bin/python -m benchmarks.evidence --train-list train.txt --test-list test.txt \
+        --class-file classes.txt --name mine                     # your own videos instead
+    .venv/bin/python -m benchmarks.evidence --seeds 0 1 2 3 4  # two more seeds: more cells
+
+A video set of your own (mmaction2-style list files, read as ``opplan plan`` reads them)
+replaces the bundled flavours; its run lives in ``benchmarks/.work/evidence-NAME`` and writes
+its results there.
 
 Results: ``benchmarks/results/evidence.md`` and ``evidence.json``, rewritten after every cell;
 they say how many cells are finished and give numbers only for finished flavours.
@@ -44,6 +51,9 @@ from optuna.trial import TrialState
 import torch
 
 from benchmarks import _evidence_report as report
+from benchmarks._evidence_data import ListSet
+from benchmarks._evidence_data import build_splits
+from benchmarks._evidence_data import dataset_section
 from benchmarks._evidence_train import ScheduleObjective
 from benchmarks._evidence_train import fail_interrupted
 from benchmarks._evidence_train import model_path
@@ -55,19 +65,15 @@ from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._compare import planning_compute
 from optuna_opplan.video._compute import study_compute
 from optuna_opplan.video._config import PlanConfig
-from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._grid import grid_search_space
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import artifact_path
 from optuna_opplan.video._setup import build_planning
 from optuna_opplan.video._setup import create_video_study
-from optuna_opplan.video._split import split_train_val
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
-from optuna_opplan.video._transforms import ClipTransform
 from optuna_opplan.video.synthetic import FLAVOURS
-from optuna_opplan.video.synthetic import ensure_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY_TEST = "evidence:test"
@@ -167,12 +173,16 @@ class Cell:
         workdir: str,
         storage: Any,
         videos: str | None = None,
+        listset: ListSet | None = None,
     ):
         self.setting, self.flavour, self.seed = setting, flavour, seed
+        self.listset = listset
         self.name = f"evidence-{flavour}-s{seed}"
         self.dir = os.path.join(workdir, self.name)
         self.storage = storage
-        self.config = PlanConfig.from_dict(_plan_config(setting, flavour, seed), base_dir=self.dir)
+        self.config = PlanConfig.from_dict(
+            _plan_config(setting, flavour, seed, listset), base_dir=self.dir
+        )
         self.trainer = TrainerConfig(
             model=setting.model,
             model_kwargs={"width_multiplier": setting.width},
@@ -190,7 +200,9 @@ class Cell:
     @property
     def splits(self) -> Splits:
         if self._splits is None:
-            self._splits = build_splits(self.setting, self.flavour, self.seed, self.cache)
+            self._splits = build_splits(
+                self.setting, self.flavour, self.seed, self.cache, self.config, self.listset
+            )
         return self._splits
 
     def planning(self) -> optuna.Study:
@@ -401,7 +413,9 @@ def _enqueue_failed_again(grid: optuna.Study) -> int:
     return len(again)
 
 
-def _plan_config(setting: Setting, flavour: str, seed: int) -> dict[str, Any]:
+def _plan_config(
+    setting: Setting, flavour: str, seed: int, listset: ListSet | None
+) -> dict[str, Any]:
     return {
         "graph": {
             "preset": "extended",
@@ -414,14 +428,7 @@ def _plan_config(setting: Setting, flavour: str, seed: int) -> dict[str, Any]:
             "delay": setting.knee_delay,
             "max_epochs": setting.knee_max_epochs,
         },
-        "dataset": {
-            "synthetic": flavour,
-            "num_classes": setting.num_classes,
-            "val_fraction": setting.val_fraction,
-            "split_seed": seed,
-            "crop_size": setting.crop,
-            "num_test_clips": setting.num_test_clips,
-        },
+        "dataset": dataset_section(setting, flavour, seed, listset),
         "model": {"name": setting.model, "width_multiplier": setting.width},
         "trainer": {"batch_size": setting.batch_size, "num_workers": 0, "seed": seed},
         "artifacts": {"path": "artifacts"},
@@ -432,31 +439,6 @@ def _plan_config(setting: Setting, flavour: str, seed: int) -> dict[str, Any]:
             "base_lr": setting.base_lr,
         },
     }
-
-
-def build_splits(setting: Setting, flavour: str, seed: int, cache: str) -> Splits:
-    """The flavour's videos (generated once); the seed picks the validation split."""
-    per_class = setting.train_per_class + setting.test_per_class
-    data = ensure_dataset(
-        os.path.join(cache, f"{setting.size}px"),
-        flavour=flavour,
-        num_classes=setting.num_classes,
-        videos_per_class=per_class,
-        num_frames=setting.num_frames,
-        size=setting.size,
-        test_fraction=setting.test_per_class / per_class,
-    )
-    transform = ClipTransform(
-        crop_size=setting.crop,
-        scale_range=(setting.crop + 2, setting.crop + 6),
-        eval_short_side=setting.crop + 2,
-        test_size=setting.crop + 2,
-    )
-    kwargs: dict[str, Any] = {"transform": transform, "num_test_clips": setting.num_test_clips}
-    full = VideoDataset.from_list_file(data.root, data.train_list, data.class_file, **kwargs)
-    test = VideoDataset.from_list_file(data.root, data.test_list, data.class_file, **kwargs)
-    train, val = split_train_val(full.entries, setting.val_fraction, seed=seed)
-    return Splits(full.with_entries(train), full.with_entries(val), test.with_mode("test"))
 
 
 @contextlib.contextmanager
@@ -474,11 +456,21 @@ def _cell_lock(path: str) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _check_setting(storage: Any, setting: Setting) -> None:
+def _check_setting(storage: Any, setting: Setting, listset: ListSet | None = None) -> None:
     """Store the setting once; refuse to resume a storage made with another one. Flavours and
-    seeds may grow (cells are independent): a new flavour or seed adds cells."""
+    seeds may grow (cells are independent): a new flavour or seed adds cells. A user's video
+    set must be the same files."""
     meta = optuna.create_study(storage=storage, study_name="evidence-setting", load_if_exists=True)
-    stored = _attrs(meta).get("setting")
+    attrs = _attrs(meta)
+    videos = None if listset is None else report.jsonable(asdict(listset))
+    if "setting" in attrs and attrs.get("list_set") != videos:
+        bundled = "the bundled flavours"
+        raise SystemExit(
+            f"The storage holds a run on other videos ({attrs.get('list_set') or bundled}), "
+            f"not {videos or bundled}: use another --workdir."
+        )
+    meta._storage.set_study_system_attr(meta._study_id, "list_set", videos)
+    stored = attrs.get("setting")
     mine = report.jsonable(asdict(setting))
     if stored is not None:
         grows = ("flavours", "seeds")
@@ -507,6 +499,7 @@ def _write(
     results: str,
     smoke: bool,
     storage: Any,
+    listset: ListSet | None,
 ) -> str:
     meta = _attrs(optuna.load_study(storage=storage, study_name="evidence-setting"))
     return report.write(
@@ -517,14 +510,37 @@ def _write(
         smoke=smoke,
         runs=meta.get("invocations", []),
         projection=meta.get("projection"),
+        data_text=None if listset is None else listset.describe(setting),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny setting, for tests")
-    parser.add_argument("--workdir", default=os.path.join(HERE, ".work", "evidence"))
-    parser.add_argument("--results", help="default: benchmarks/results (--smoke: the workdir)")
+    parser.add_argument(
+        "--workdir",
+        help="the storage, models and generated videos (default: benchmarks/.work/evidence, "
+        "with --train-list benchmarks/.work/evidence-NAME)",
+    )
+    parser.add_argument(
+        "--results",
+        help="default: benchmarks/results (--smoke or --train-list: the workdir)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="default: 0 1 2; more seeds add cells to a run (narrower intervals)",
+    )
+    own = parser.add_argument_group(
+        "a video set of your own, in list files (replaces the bundled flavours)"
+    )
+    own.add_argument("--train-list", help="list file of training videos (path label per line)")
+    own.add_argument("--test-list", help="list file of test videos")
+    own.add_argument("--class-file", help="class names, one per line")
+    own.add_argument("--root", help="folder list paths are relative to (default: the lists')")
+    own.add_argument("--name", help="the set's name in the report (default: the root's)")
+    own.add_argument("--flip", action="store_true", help="random horizontal flips in training")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--no-calibrate", action="store_true")
     parser.add_argument(
@@ -535,14 +551,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=30.0)
     args = parser.parse_args(argv)
     setting = SMOKE if args.smoke else FULL
-    results = args.results or (args.workdir if args.smoke else os.path.join(HERE, "results"))
+    listset = None
+    if args.train_list:
+        listset = ListSet.from_args(
+            args.name, args.root, args.train_list, args.test_list, args.class_file, args.flip
+        )
+        setting = replace(setting, flavours=(listset.name,), num_classes=listset.num_classes())
+    if args.seeds:
+        setting = replace(setting, seeds=tuple(args.seeds))
+    default = "evidence" if listset is None else f"evidence-{listset.name}"
+    args.workdir = args.workdir or os.path.join(HERE, ".work", default)
+    results = args.results or (
+        args.workdir if args.smoke or listset else os.path.join(HERE, "results")
+    )
     os.makedirs(args.workdir, exist_ok=True)
     storage = create_storage(os.path.join(args.workdir, "evidence.log"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _check_setting(storage, setting)
+    _check_setting(storage, setting, listset)
     context = report.Context.now(argv if argv is not None else sys.argv[1:])
     meta = optuna.load_study(storage=storage, study_name="evidence-setting")
-    cells = [Cell(setting, f, s, args.workdir, storage, args.videos) for f, s in setting.cells()]
+    cells = [
+        Cell(setting, f, s, args.workdir, storage, args.videos, listset)
+        for f, s in setting.cells()
+    ]
     if not args.report_only and not args.no_calibrate:
         projection: dict[str, Any] = {**report.project(cells[0], _say)}
         projection.update(at=context.started, load=context.load_at_start)
@@ -562,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 cell.run(heartbeat=args.heartbeat, grace=args.grace)
                 _say(f"{cell.name}: done in {time.monotonic() - started:.0f}s")
-            _write(setting, cells, context, results, args.smoke, storage)
-    path = _write(setting, cells, context, results, args.smoke, storage)
+            _write(setting, cells, context, results, args.smoke, storage, listset)
+    path = _write(setting, cells, context, results, args.smoke, storage, listset)
     _say(f"results: {path}")
     return 0
 

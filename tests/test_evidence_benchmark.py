@@ -1,5 +1,6 @@
 """The evidence benchmark (benchmarks/evidence.py) end to end on its smoke setting: killed
-mid-grid, reported as partial, resumed to the end without repeating finished work."""
+mid-grid, reported as partial, resumed to the end without repeating finished work; and on a
+list-file video set of a user's own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import optuna
 from optuna.trial import TrialState
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,3 +150,82 @@ def _schedule_cfe(params: dict) -> int:
     from optuna_opplan.video._grid import schedule_of
 
     return schedule_of(params, 0.1).clip_frame_epochs
+
+
+def _list_set(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A small list-file set as a user would bring one: mp4 files, two lists, a class file
+    (made by the synthetic generator, then read only through the list files)."""
+    from optuna_opplan.video.synthetic import ensure_dataset
+
+    data = ensure_dataset(
+        tmp_path / "made-outside",
+        flavour="motion",
+        num_classes=2,
+        videos_per_class=4,
+        num_frames=(16, 16),
+        size=32,
+        test_fraction=0.5,
+    )
+    flags = ["--train-list", str(data.train_list), "--test-list", str(data.test_list)]
+    return Path(data.root), [*flags, "--class-file", str(data.class_file), "--name", "mine"]
+
+
+def test_a_list_file_set_of_ones_own_replaces_the_flavours(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    root, flags = _list_set(tmp_path)
+    workdir = tmp_path / "work"
+    command = [*_command(workdir), *flags, "--root", str(root), "--seeds", "3"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((workdir / "evidence.json").read_text())
+    assert data["status"] == "complete" and set(data["results"]) == {"mine"}
+    assert data["setting"]["flavours"] == ["mine"] and data["setting"]["seeds"] == [3]
+    assert data["setting"]["num_classes"] == 2
+    (cell,) = data["cells"]
+    assert (cell["flavour"], cell["seed"]) == ("mine", 3)
+    assert len(cell["planned"]["correct"]) == 4  # the test list's videos, each scored
+    report = (workdir / "evidence.md").read_text()
+    assert "Video set mine; seeds [3]" in report
+    assert "The list-file set `mine`" in report and "2 classes, 4 training videos" in report
+    assert "flip off" in report
+    assert not (ROOT / "benchmarks" / ".work" / "evidence-mine").exists()
+
+    # The same storage with other videos is refused, naming both; nothing is trained.
+    other = [f if f != "mine" else "yours" for f in flags]
+    refused = subprocess.run(
+        [*_command(workdir), *other, "--root", str(root)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0
+    assert "another --workdir" in refused.stderr and "'yours'" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--class-file", None), "--class-file is required with --train-list"),
+        (("--test-list", "missing.txt"), "No such file"),
+        (("--class-file", "bad-classes.txt"), "already named on line 1"),
+    ],
+)
+def test_a_bad_list_file_set_is_named_before_anything_runs(
+    tmp_path: Path, change: tuple[str, str | None], message: str
+) -> None:
+    _, flags = _list_set(tmp_path)
+    (tmp_path / "bad-classes.txt").write_text("left\nleft\n")
+    flag, value = change
+    at = flags.index(flag)
+    flags = flags[:at] + flags[at + 2 :]
+    if value is not None:
+        flags += [flag, str(tmp_path / value)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workdir = tmp_path / "work"
+    refused = subprocess.run(
+        [*_command(workdir), *flags], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+    assert not workdir.exists(), "a refused run must leave nothing behind"
