@@ -483,6 +483,14 @@ def _check_setting(storage: Any, setting: Setting, listset: ListSet | None = Non
     meta._storage.set_study_system_attr(meta._study_id, "setting", mine)
 
 
+def _stored_seeds(storage: Any) -> list[int] | None:
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if "evidence-setting" not in names:
+        return None
+    stored = _study_attrs(storage, "evidence-setting").get("setting") or {}
+    return stored.get("seeds")
+
+
 def _log_invocation(storage: Any, context: report.Context) -> list[dict[str, Any]]:
     """Append this invocation (command, date, commit, machine, load) to the storage's list,
     so the results name every commit and machine state the run went through; return it."""
@@ -557,8 +565,6 @@ def main(argv: list[str] | None = None) -> int:
             args.name, args.root, args.train_list, args.test_list, args.class_file, args.flip
         )
         setting = replace(setting, flavours=(listset.name,), num_classes=listset.num_classes())
-    if args.seeds:
-        setting = replace(setting, seeds=tuple(args.seeds))
     default = "evidence" if listset is None else f"evidence-{listset.name}"
     args.workdir = args.workdir or os.path.join(HERE, ".work", default)
     results = args.results or (
@@ -567,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     storage = create_storage(os.path.join(args.workdir, "evidence.log"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Seeds added once stay in the run: the same command without --seeds resumes all of them.
+    seeds = args.seeds or _stored_seeds(storage) or setting.seeds
+    setting = replace(setting, seeds=tuple(seeds))
     _check_setting(storage, setting, listset)
     context = report.Context.now(argv if argv is not None else sys.argv[1:])
     meta = optuna.load_study(storage=storage, study_name="evidence-setting")

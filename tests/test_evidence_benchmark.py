@@ -189,6 +189,15 @@ def test_a_list_file_set_of_ones_own_replaces_the_flavours(tmp_path: Path) -> No
     assert "The list-file set `mine`" in report and "2 classes, 4 training videos" in report
     assert "flip off" in report
     assert not (ROOT / "benchmarks" / ".work" / "evidence-mine").exists()
+    # The same command without --seeds goes on with the seeds the run has.
+    subprocess.run(
+        [*_command(workdir), *flags, "--root", str(root), "--report-only"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads((workdir / "evidence.json").read_text())["setting"]["seeds"] == [3]
 
     # The same storage with other videos is refused, naming both; nothing is trained.
     other = [f if f != "mine" else "yours" for f in flags]
