@@ -227,6 +227,21 @@ class KneePointPruner(BasePruner):
             **self._settings(),
         )
 
+    def decide_trial(
+        self, study: Study, trial: FrozenTrial, values: list[float], *, final: bool = False
+    ) -> KneeDecision:
+        """:meth:`decide` on ``values``, ``trial``'s :meth:`decision_curve`, with what the
+        trial itself says: the study's direction, whether its epoch 0 is measured and whether
+        it starts from the initial model. The pruner and the worker's result both decide here,
+        so the result is the pruner's last decision on the same curve."""
+        return self.decide(
+            values,
+            minimize=study.direction == StudyDirection.MINIMIZE,
+            final=final,
+            keep_source=self.starts_measured(trial),
+            from_scratch=self.from_scratch(trial),
+        )
+
     @staticmethod
     def from_scratch(trial: FrozenTrial) -> bool:
         """Whether ``trial`` starts from the initial model rather than a trained checkpoint."""
@@ -294,19 +309,13 @@ class KneePointPruner(BasePruner):
             }
             study._storage.set_trial_system_attr(trial._trial_id, KEY_KNEE, record)
             return True
-        minimize = study.direction == StudyDirection.MINIMIZE
         values = self.decision_curve(study, trial, values)
-        decision = self.decide(
-            values,
-            minimize=minimize,
-            keep_source=self.starts_measured(trial),
-            from_scratch=self.from_scratch(trial),
-        )
+        decision = self.decide_trial(study, trial, values)
         record = decision_record(decision, len(values) - 1)
         record["rule"] = self.rule
         if self.rule == "improve":
             record["threshold"] = self.threshold
-        if minimize:
+        if study.direction == StudyDirection.MINIMIZE:
             record["minimize"] = True
         study._storage.set_trial_system_attr(trial._trial_id, KEY_KNEE, record)
         return decision.stop

@@ -14,7 +14,6 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import InMemoryStorage
 from optuna.study import Study
-from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from optuna_opplan._checkpoint import ArtifactStore
@@ -408,17 +407,10 @@ class _Worker:
             return OutcomeKind.FAILED, f"non-finite validation score at epoch {bad[0]}"
         # A minimised score (a loss) is decided on as its negation; the fit comes back in
         # the study's own units, and so does the result.
-        decision = self.pruner.decide(
-            values,
-            minimize=self.study.direction == StudyDirection.MINIMIZE,
-            final=True,
-            keep_source=self.pruner.starts_measured(frozen),
-            from_scratch=self.pruner.from_scratch(frozen),
-        )
+        decision = self.pruner.decide_trial(self.study, frozen, values, final=True)
         if not (decision.fit is not None and decision.fit.ok):
             reason = decision.fit.message if decision.fit is not None else "too few epochs"
             return OutcomeKind.FAILED, f"no usable curve fit after {n} epochs: {reason}"
-        # The pruner's last decision on this same curve: decide() is a pure function of it.
         keep = decision.keep_epoch
         return TransitionResult(
             score=float(decision.fit.value),
