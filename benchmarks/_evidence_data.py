@@ -84,9 +84,17 @@ class ListSet:
             for path in (self.train_list, self.test_list)
         )
 
-    def describe(self, setting: Any) -> str:
-        """The set as the report states it."""
+    def describe(self, setting: Any, splits: Splits) -> str:
+        """The set as the report states it, with the videos its loader skipped."""
         train, test = self.counts()
+        skipped = splits.train.skipped + splits.test.skipped
+        unreadable = (
+            f"{len(skipped)} unreadable videos skipped (e.g. "
+            + "; ".join(f"`{path}`: {reason}" for path, reason in skipped[:3])
+            + ")"
+            if skipped
+            else "no video skipped as unreadable"
+        )
         return (
             f"The list-file set `{self.name}` (root `{self.root}`, lists "
             f"`{os.path.basename(self.train_list)}` / `{os.path.basename(self.test_list)}`): "
@@ -94,7 +102,7 @@ class ListSet:
             f"({setting.val_fraction:.0%} of them held out for validation) and {test} test "
             f"videos; short side scaled to {setting.crop + 2}-{setting.crop + 6} px, crops "
             f"{setting.crop} px, flip {'on' if self.flip else 'off'}, test "
-            f"{setting.num_test_clips} clips x 3 crops."
+            f"{setting.num_test_clips} clips x 3 crops; {unreadable}."
         )
 
 

@@ -518,7 +518,7 @@ def _write(
         smoke=smoke,
         runs=meta.get("invocations", []),
         projection=meta.get("projection"),
-        data_text=None if listset is None else listset.describe(setting),
+        data_text=None if listset is None else listset.describe(setting, cells[0].splits),
     )
 
 

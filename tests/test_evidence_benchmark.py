@@ -187,7 +187,7 @@ def test_a_list_file_set_of_ones_own_replaces_the_flavours(tmp_path: Path) -> No
     report = (workdir / "evidence.md").read_text()
     assert "Video set mine; seeds [3]" in report
     assert "The list-file set `mine`" in report and "2 classes, 4 training videos" in report
-    assert "flip off" in report
+    assert "flip off" in report and "no video skipped as unreadable" in report
     assert not (ROOT / "benchmarks" / ".work" / "evidence-mine").exists()
     # The same command without --seeds goes on with the seeds the run has.
     subprocess.run(
