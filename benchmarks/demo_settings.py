@@ -24,7 +24,6 @@ import json
 import os
 from pathlib import Path
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import tomllib
 
 from benchmarks._env import cpu_model
+from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from optuna_opplan.demo import DEMO_CONFIG
 from optuna_opplan.demo import run_end_to_end
@@ -117,15 +117,6 @@ def run(kind: str, workdir: Path, train_per_class: int, grid_epochs: list[int]) 
     return {"set": kind, "seconds": time.monotonic() - started, **result}
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
@@ -153,7 +144,7 @@ def main() -> int:
         "",
         f"- Command: `.venv/bin/python -m benchmarks.demo_settings {' '.join(sys.argv[1:])}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"git commit {_commit()}",
+        f"git commit {git_commit()}",
         f"- Machine at start: {before}; at end: {after}",
         f"- Sets: 3 classes, {args.train_per_class} training and 20 test videos per class, "
         "64 x 64, 40-60 frames (see the module docstring); the demo config "
