@@ -280,6 +280,10 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
         "",
         _projection_text(data["projection"], total_cells),
         "",
+        "## Measured cost",
+        "",
+        _cost_text(data["cells"], total_cells),
+        "",
         "## Progress of unfinished cells",
         "",
         *([f"- {name}: {text}" for name, text in data["progress"].items()] or ["(none)"]),
@@ -420,6 +424,28 @@ def _projection_text(projection: dict[str, Any] | None, total_cells: int) -> str
         f"{projection['wall'] / 3600:.1f} h of wall clock for one instance at the calibration's "
         "speed."
     )
+
+
+def _cost_text(cells: Sequence[dict[str, Any]], total_cells: int) -> str:
+    """What the finished cells cost, summed over every attempt of every method."""
+    if not cells:
+        return "No cell finished yet."
+    cpu = sum(c[m]["compute"].get("cpu_seconds", 0.0) for c in cells for m in LABELS)
+    wall = sum(c[m]["compute"]["seconds"] for c in cells for m in LABELS)
+    text = (
+        f"{len(cells)} of {total_cells} cells finished: the training and validation of every "
+        f"attempt (planning, grid, TPE + Hyperband) took {cpu / 3600:.2f} h of CPU time of one "
+        f"core ({cpu / 7200:.2f} h on 2 cores with two instances of the command) and "
+        f"{wall / 3600:.2f} h of wall clock summed over attempts (under the loads listed "
+        "above, with two instances sharing 2 cores); test passes are not included."
+    )
+    if len(cells) < total_cells:
+        per_cell = cpu / len(cells)
+        text += (
+            f" At {per_cell / 60:.0f} CPU minutes a cell, all {total_cells} cells need about "
+            f"{per_cell * total_cells / 7200:.1f} h on 2 cores."
+        )
+    return text
 
 
 def _status_line(data: dict[str, Any], setting: Any, total_cells: int) -> str:

@@ -37,6 +37,7 @@ class FakeCell:
                     "clip_frames": {"planned": 1000, "grid": 7000, "tpe": 990}[method],
                     "clip_frame_epochs": 10,
                     "seconds": 5.0,
+                    "cpu_seconds": 360.0,
                     "attempts": 3,
                 },
                 "params": {**PARAMS, "sampling": best},
@@ -123,6 +124,9 @@ def test_partial_run_gives_numbers_only_for_flavours_with_every_seed(tmp_path: P
     assert "Not finished yet (no numbers): temporal, rhythm." in headline
     assert "### temporal" not in evidence and "### motion" in evidence
     assert "- evidence-rhythm-s2: planning 3 of 36 transitions" in evidence
+    # 7 cells x 3 methods x 360 CPU seconds: 2.1 h of one core, 3 CPU minutes a cell.
+    assert "7 of 9 cells finished" in evidence and "took 2.10 h of CPU time" in evidence
+    assert "1.05 h on 2 cores" in evidence and "about 1.4 h on 2 cores" in evidence
 
 
 def test_no_finished_flavour_is_no_result(tmp_path: Path) -> None:
