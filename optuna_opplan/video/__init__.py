@@ -14,9 +14,9 @@ from optuna_opplan.video._config import ConfigError  # noqa: E402
 from optuna_opplan.video._config import PlanConfig  # noqa: E402
 from optuna_opplan.video._dataset import VideoDataset  # noqa: E402
 from optuna_opplan.video._distributed import DistributedWorkerError  # noqa: E402
-from optuna_opplan.video._distributed import launch  # noqa: E402
 from optuna_opplan.video._distributed import run_distributed_worker  # noqa: E402
 from optuna_opplan.video._errors import VideoReadError  # noqa: E402
+from optuna_opplan.video._launch import launch  # noqa: E402
 from optuna_opplan.video._listfile import VIDEO_EXTENSIONS  # noqa: E402
 from optuna_opplan.video._listfile import VideoEntry  # noqa: E402
 from optuna_opplan.video._listfile import read_class_file  # noqa: E402
