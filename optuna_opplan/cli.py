@@ -413,7 +413,7 @@ def _compare_json(
 def _replay(args: argparse.Namespace) -> int:
     video, config_mod, setup, _, _ = _video()
     from optuna_opplan.video._schedule import Schedule
-    from optuna_opplan.video._trainer import train_schedule
+    from optuna_opplan.video._schedule_trainer import train_schedule
 
     with open(args.plan) as f:
         plan = json.load(f)

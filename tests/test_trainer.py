@@ -22,10 +22,10 @@ from optuna_opplan.video._checkpoint import CheckpointStore
 from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._schedule import Schedule
 from optuna_opplan.video._schedule import Stage
+from optuna_opplan.video._schedule_trainer import train_schedule
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
-from optuna_opplan.video._trainer import train_schedule
 from optuna_opplan.video.synthetic import generate
 
 TINY = {"width_multiplier": 0.125, "stem_temporal_stride": 1}

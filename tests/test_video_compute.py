@@ -22,9 +22,9 @@ from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._compute import study_compute
 from optuna_opplan.video._compute import total_compute
 from optuna_opplan.video._schedule import Schedule
+from optuna_opplan.video._schedule_trainer import train_schedule
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
-from optuna_opplan.video._trainer import train_schedule
 from optuna_opplan.video.synthetic import generate
 
 TRAIN, VAL, TEST = 6, 2, 4  # videos in the fixture's splits

@@ -27,12 +27,12 @@ from optuna_opplan.video._sampling import sample_clip_indices  # noqa: E402
 from optuna_opplan.video._sampling import sample_test_clips  # noqa: E402
 from optuna_opplan.video._schedule import Schedule  # noqa: E402
 from optuna_opplan.video._schedule import Stage  # noqa: E402
+from optuna_opplan.video._schedule_trainer import ScheduleResult  # noqa: E402
+from optuna_opplan.video._schedule_trainer import train_schedule  # noqa: E402
 from optuna_opplan.video._split import split_train_val  # noqa: E402
-from optuna_opplan.video._trainer import ScheduleResult  # noqa: E402
 from optuna_opplan.video._trainer import TrainerConfig  # noqa: E402
 from optuna_opplan.video._trainer import TransitionTrainer  # noqa: E402
 from optuna_opplan.video._trainer import evaluate  # noqa: E402
-from optuna_opplan.video._trainer import train_schedule  # noqa: E402
 from optuna_opplan.video._transforms import ClipTransform  # noqa: E402
 
 __all__ = [

@@ -26,7 +26,6 @@ import os
 import pickle
 import signal
 import threading
-import time
 from typing import Any
 
 import optuna
@@ -38,17 +37,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import run_worker
 from optuna_opplan.models import freeze_batchnorm
-from optuna_opplan.video._checkpoint import state_from_bytes
-from optuna_opplan.video._checkpoint import state_to_bytes
-from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TransitionTrainer
+from optuna_opplan.video._trainer import train_transition
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 
@@ -263,82 +259,31 @@ def _train(
 ) -> None:
     """Train one transition on this rank; ``trial`` and ``step`` are rank 0's only."""
     group = runner.group
-    params = command["params"]
-    clip_length = int(params["clip_length"])
-    sampling = str(params.get("sampling", trainer.train.sampling))
-    started, cpu_started = time.perf_counter(), time.process_time()
-    # The whole group's work (every rank's clips), counted on rank 0 as _compute.py says.
-    meter = Compute()
 
-    def record() -> None:
-        if trial is None:
-            return
-        meter.seconds = time.perf_counter() - started
-        meter.cpu_seconds = time.process_time() - cpu_started
-        trial.storage.set_trial_system_attr(
-            trial._trial_id,
-            KEY_COMPUTE,
-            {
-                **meter.to_dict(),
-                "videos_per_epoch": len(train),
-                "device": group.device.type,
-                "processes": group.world_size,
-            },
+    def wrap(model: nn.Module) -> nn.Module:
+        if int(command["params"]["clip_length"]) >= runner.config.freeze_bn_from_clip:
+            # Before DDP sees the parameters: those it registers must all get gradients.
+            freeze_batchnorm(model, except_first=True)
+        # DDP broadcasts rank 0's weights (the source checkpoint) to every rank here.
+        return DistributedDataParallel(
+            model, device_ids=[group.local_rank] if group.device.type == "cuda" else None
         )
 
-    model = runner.build_model()
-    if step is not None:
-        source = step.load_source_checkpoint()  # None: the initial model
-        if source is not None:
-            model.load_state_dict(state_from_bytes(source))
-    if clip_length >= runner.config.freeze_bn_from_clip:
-        # Before DDP sees the parameters: those it registers must all get gradients.
-        freeze_batchnorm(model, except_first=True)
-    # DDP broadcasts rank 0's weights (the source checkpoint) to every rank here.
-    ddp = DistributedDataParallel(
-        model, device_ids=[group.local_rank] if group.device.type == "cuda" else None
+    epochs = train_transition(
+        trainer,
+        runner,
+        command["trial"],
+        command["key"],
+        command["params"],
+        has_source=command["has_source"],
+        trial=trial,
+        step=step,
+        wrap=wrap,
+        processes=group.world_size,
+        decide=group.decide,
     )
-    optimizer = runner.optimizer(ddp, float(params["lr"]))
-    train = trainer.train.with_clip(clip_length=clip_length, sampling=sampling)
-    val = trainer.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
-    if command["has_source"]:
-        score = runner.evaluate(model, val)
-        meter.add_evaluation(len(val), clip_length)
-        if trial is not None:
-            trial.report(score, 0)
-            record()
-    epochs = 0
-    while True:
-        epochs += 1
-        seed = trainer.config.seed * 100_003 + command["trial"] * 1_009 + epochs
-        stats = runner.train_epoch(ddp, optimizer, train, seed=seed, epoch=epochs)
-        score = runner.evaluate(model, val)
-        # Every rank trains as many clips (the sampler pads); the shards cover val once.
-        meter.add_training(stats.clips * group.world_size, clip_length)
-        meter.add_evaluation(len(val), clip_length)
-        stop = False
-        if trial is not None and step is not None:
-            trial.report(score, epochs)
-            step.save_checkpoint(epochs, state_to_bytes(model.state_dict()))
-            record()
-            if trainer.config.progress:
-                trainer.log(
-                    f"trial {command['trial']} {command['key']} epoch {epochs}: loss "
-                    f"{stats.loss:.4f} val {score:.4f} "
-                    f"{stats.clips_per_second * group.world_size:.1f} clips/s on "
-                    f"{group.world_size} processes (rank 0 data wait "
-                    f"{stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
-                )
-            stop = trial.should_prune()
-        if group.decide(stop):
-            break
-    if trial is not None and step is not None:
-        record()
-    else:
-        _logger.info(
-            f"Rank {group.rank} trained trial {command['trial']} for {epochs} epochs "
-            f"({stats.clips} clips per epoch)."
-        )
+    if trial is None:
+        _logger.info(f"Rank {group.rank} trained trial {command['trial']} for {epochs} epochs.")
 
 
 def run_distributed_worker(

@@ -36,9 +36,9 @@ from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._config import PlanConfig
 from optuna_opplan.video._dataset import VideoDataset
 from optuna_opplan.video._schedule import Schedule
+from optuna_opplan.video._schedule_trainer import train_schedule
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._setup import build_trainer_config
-from optuna_opplan.video._trainer import train_schedule
 
 _logger = optuna.logging.get_logger("optuna.opplan")
 

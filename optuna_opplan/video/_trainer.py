@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from optuna_opplan._checkpoint import as_artifact_store
 from optuna_opplan._protocol import KEY_COMPUTE
+from optuna_opplan._step import TransitionStep
 from optuna_opplan._step import current_transition
 from optuna_opplan._worker import TransitionFailed
 from optuna_opplan.models import classification_loss
@@ -27,7 +28,6 @@ from optuna_opplan.video._checkpoint import state_from_bytes
 from optuna_opplan.video._checkpoint import state_to_bytes
 from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._dataset import VideoDataset
-from optuna_opplan.video._schedule import Schedule
 
 METRICS = ("top1", "mean_top135")
 
@@ -338,160 +338,102 @@ class TransitionTrainer:
 
     def __call__(self, trial: optuna.Trial) -> None:
         step = current_transition(trial)
-        params = step.params
-        clip_length = int(params["clip_length"])
-        sampling = str(params.get("sampling", self.train.sampling))
-        lr = float(params["lr"])
-        runner = self._runner
-        started, cpu_started = time.perf_counter(), time.process_time()
-        meter = runner.meter = Compute()
+        train_transition(
+            self,
+            self._runner,
+            trial.number,
+            step.transition.key,
+            step.params,
+            has_source=step.source_trial is not None,
+            trial=trial,
+            step=step,
+        )
 
-        def record() -> None:
-            # After every pass, so a failed or killed attempt keeps what it cost.
-            meter.seconds = time.perf_counter() - started
-            meter.cpu_seconds = time.process_time() - cpu_started
-            trial.storage.set_trial_system_attr(
-                trial._trial_id,
-                KEY_COMPUTE,
-                {**meter.to_dict(), "videos_per_epoch": len(train), "device": runner.device.type},
-            )
 
-        model = runner.build_model()
-        source = step.load_source_checkpoint()  # None: the initial model
-        if source is not None:
-            model.load_state_dict(state_from_bytes(source))
-        optimizer = runner.optimizer(model, lr)
-        train = self.train.with_clip(clip_length=clip_length, sampling=sampling)
-        val = self.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
-        if step.source_trial is not None:
-            # The epoch-0 point under this state's clip length and sampling: the source's own
-            # score was measured with its settings and can be far from what this state sees.
-            trial.report(runner.evaluate(model, val), 0)
+def train_transition(
+    trainer: TransitionTrainer,
+    runner: Runner,
+    number: int,
+    key: str,
+    params: Mapping[str, Any],
+    *,
+    has_source: bool,
+    trial: optuna.Trial | None = None,
+    step: TransitionStep | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    processes: int | None = None,
+    decide: Callable[[bool], bool] = bool,
+) -> int:
+    """Train trial ``number``'s transition epoch by epoch until it is stopped; its epochs.
+
+    The one loop of a transition, in one process or on every rank of a group. With ``trial``
+    and ``step`` (the process that talks to the study: the only one, or rank 0) it starts from
+    the source's kept checkpoint, reports every epoch, hands its weights to the engine, and
+    records the compute after every pass, so a failed or killed attempt keeps what it cost.
+    ``wrap`` makes the model that trains (DistributedDataParallel, which broadcasts rank 0's
+    weights to the others); ``processes`` ranks each train as many clips, counted together;
+    ``decide`` turns this process's stop into the group's.
+    """
+    clip_length = int(params["clip_length"])
+    sampling = str(params.get("sampling", trainer.train.sampling))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    meter = Compute()
+    train = trainer.train.with_clip(clip_length=clip_length, sampling=sampling)
+    val = trainer.val.with_clip(clip_length=clip_length, sampling=sampling).with_mode("val")
+
+    def record() -> None:
+        if trial is None:
+            return
+        meter.seconds = time.perf_counter() - started
+        meter.cpu_seconds = time.process_time() - cpu_started
+        attrs = {**meter.to_dict(), "videos_per_epoch": len(train), "device": runner.device.type}
+        if processes is not None:
+            attrs["processes"] = processes
+        trial.storage.set_trial_system_attr(trial._trial_id, KEY_COMPUTE, attrs)
+
+    model = runner.build_model()
+    source = None if step is None else step.load_source_checkpoint()  # None: initial model
+    if source is not None:
+        model.load_state_dict(state_from_bytes(source))
+    trained = model if wrap is None else wrap(model)
+    optimizer = runner.optimizer(trained, float(params["lr"]))
+    if has_source:
+        # The epoch-0 point under this state's clip length and sampling: the source's own
+        # score was measured with its settings and can be far from what this state sees.
+        score = runner.evaluate(model, val)
+        meter.add_evaluation(len(val), clip_length)
+        if trial is not None:
+            trial.report(score, 0)
             record()
-        epochs = 0
-        while True:
-            epochs += 1
-            seed = self.config.seed * 100_003 + trial.number * 1_009 + epochs
-            stats = runner.train_epoch(model, optimizer, train, seed=seed, epoch=epochs)
-            score = runner.evaluate(model, val)
+    epochs = 0
+    while True:
+        epochs += 1
+        seed = trainer.config.seed * 100_003 + number * 1_009 + epochs
+        stats = runner.train_epoch(trained, optimizer, train, seed=seed, epoch=epochs)
+        score = runner.evaluate(model, val)
+        # A group's ranks train as many clips each (the sampler pads); its shards cover val
+        # once.
+        meter.add_training(stats.clips * (processes or 1), clip_length)
+        meter.add_evaluation(len(val), clip_length)
+        stop = False
+        if trial is not None and step is not None:
             trial.report(score, epochs)
             step.save_checkpoint(epochs, state_to_bytes(model.state_dict()))
             record()
-            if self.config.progress:
-                self.log(
-                    f"trial {trial.number} {step.transition.key} epoch {epochs}: loss "
-                    f"{stats.loss:.4f} val {score:.4f} {stats.clips_per_second:.1f} clips/s "
-                    f"(data wait {stats.data_seconds / max(stats.seconds, 1e-9):.0%})"
+            if trainer.config.progress:
+                wait = f"data wait {stats.data_seconds / max(stats.seconds, 1e-9):.0%}"
+                if processes:
+                    wait = f"on {processes} processes, rank 0 {wait}"
+                trainer.log(
+                    f"trial {number} {key} epoch {epochs}: loss {stats.loss:.4f} val "
+                    f"{score:.4f} {stats.clips_per_second * (processes or 1):.1f} clips/s "
+                    f"({wait})"
                 )
-            if trial.should_prune():
-                break
-        record()
-        runner.meter = None
-
-
-@dataclass
-class ScheduleResult:
-    """What :func:`train_schedule` returns."""
-
-    model: nn.Module
-    history: list[dict[str, float]]
-    test_accuracy: float | None
-    seconds: float
-    cpu_seconds: float
-    clip_frame_epochs: int
-    compute: Compute = field(default_factory=Compute)
-    test_correct: list[int] | None = None
-
-
-def train_schedule(
-    schedule: Schedule,
-    train: VideoDataset,
-    *,
-    config: TrainerConfig | None = None,
-    val: VideoDataset | None = None,
-    test: VideoDataset | None = None,
-    initial_state: Mapping[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-    validate: str = "every",
-    record: Callable[[Compute], None] | None = None,
-) -> ScheduleResult:
-    """Train a fixed schedule from scratch (or from ``initial_state``) with the same loops.
-
-    The grid-search baseline trains hand-tuned schedules this way, and a found plan is
-    replayed on another model or dataset with ``Schedule.from_plan(plan)``. The optimizer is
-    kept across epochs of a stage and re-created when a constant-lr stage changes its lr, as
-    the planned transitions do; a global decay sets the lr every epoch.
-
-    Args:
-        schedule: The schedule.
-        train: Training split.
-        config: Training settings.
-        val: Optional split evaluated (one view) after every epoch.
-        test: Optional split evaluated at the end; in ``"test"`` mode it averages N clips x 3
-            crops per video.
-        initial_state: Weights to start from.
-        log: Where progress lines go (default: stderr if ``config.progress``).
-        validate: ``"every"`` epoch or only the ``"last"`` one (what a grid search needs to
-            pick its best schedule).
-        record: Called with the compute so far (a :class:`Compute`) after every epoch, so
-            an attempt that fails later still has its cost on record.
-    """
-    if validate not in ("every", "last"):
-        raise ValueError(f"`validate` must be 'every' or 'last', but got {validate!r}.")
-    config = config or TrainerConfig()
-    runner = Runner(config, len(train.classes))
-    started, cpu_started = time.perf_counter(), time.process_time()
-    meter = runner.meter = Compute()
-    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    model = runner.build_model()
-    if initial_state is not None:
-        model.load_state_dict(dict(initial_state))
-    history: list[dict[str, float]] = []
-    optimizer: torch.optim.Optimizer | None = None
-    current = None
-    for epoch in range(1, schedule.total_epochs + 1):
-        stage = schedule.stage_at(epoch)
-        lr = schedule.lr_at(epoch)
-        if optimizer is None or (schedule.decay == "constant" and stage is not current):
-            optimizer = runner.optimizer(model, lr)
-            current = stage
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        data = train.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
-        stats = runner.train_epoch(model, optimizer, data, seed=config.seed + epoch, epoch=epoch)
-        row = {"epoch": epoch, "lr": lr, "clip_length": stage.clip_length, "loss": stats.loss}
-        if val is not None and (validate == "every" or epoch == schedule.total_epochs):
-            view = val.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
-            row["val"] = runner.evaluate(model, view.with_mode("val"))
-        history.append(row)
-        meter.seconds = time.perf_counter() - started
-        meter.cpu_seconds = time.process_time() - cpu_started
-        if record is not None:
-            record(meter)
-        if config.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
-            emit(
-                f"schedule epoch {epoch}/{schedule.total_epochs}: {shown}, "
-                f"{stats.clips_per_second:.1f} clips/s"
-            )
-    runner.meter = None  # the test pass reports; it is not part of the search
-    test_accuracy: float | None = None
-    test_correct: list[int] | None = None
-    if test is not None:
-        last = schedule.stages[-1]
-        view = test.with_clip(clip_length=last.clip_length, sampling=last.sampling)
-        test_correct = []
-        test_accuracy = runner.evaluate(model, view, per_video=test_correct)
-    return ScheduleResult(
-        model=model,
-        history=history,
-        test_accuracy=test_accuracy,
-        seconds=meter.seconds,
-        cpu_seconds=meter.cpu_seconds,
-        clip_frame_epochs=schedule.clip_frame_epochs,
-        compute=meter,
-        test_correct=test_correct,
-    )
+            stop = trial.should_prune()
+        if decide(stop):
+            break
+    record()
+    return epochs
 
 
 def evaluate(
