@@ -9,13 +9,12 @@ from optuna.trial import TrialState
 import pytest
 import torch
 from torch import nn
+from video_fixtures import trainer_splits
 
 import optuna_opplan as op
 from optuna_opplan._protocol import KEY_COMPUTE
 from optuna_opplan.models._registry import _BUILDERS
-from optuna_opplan.video import ClipTransform
 from optuna_opplan.video import VideoDataset
-from optuna_opplan.video import split_train_val
 from optuna_opplan.video._checkpoint import KEY_CHECKPOINT
 from optuna_opplan.video._checkpoint import CheckpointError
 from optuna_opplan.video._checkpoint import CheckpointStore
@@ -26,31 +25,14 @@ from optuna_opplan.video._schedule_trainer import train_schedule
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
 from optuna_opplan.video._trainer import TransitionTrainer
-from optuna_opplan.video.synthetic import generate
 
 TINY = {"width_multiplier": 0.125, "stem_temporal_stride": 1}
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> tuple[VideoDataset, VideoDataset, VideoDataset]:
-    data = generate(
-        tmp_path_factory.mktemp("videos"),
-        flavour="motion",
-        num_classes=2,
-        videos_per_class=6,
-        num_frames=(16, 20),
-        size=32,
-        test_fraction=0.34,
-    )
-    transform = ClipTransform(crop_size=32, scale_range=(32, 36), eval_short_side=32, test_size=32)
-    full = VideoDataset.from_list_file(
-        data.root, data.train_list, data.class_file, transform=transform
-    )
-    train, val = split_train_val(full.entries, 0.25, seed=0)
-    test = VideoDataset.from_list_file(
-        data.root, data.test_list, data.class_file, transform=transform, num_test_clips=2
-    )
-    return full.with_entries(train), full.with_entries(val), test.with_mode("test")
+    splits = trainer_splits(tmp_path_factory.mktemp("videos"))
+    return splits
 
 
 def _config(**kwargs) -> TrainerConfig:

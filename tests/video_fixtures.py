@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from optuna_opplan.video import ClipTransform
+from optuna_opplan.video import VideoDataset
+from optuna_opplan.video import split_train_val
 from optuna_opplan.video.synthetic import SyntheticDataset
 from optuna_opplan.video.synthetic import generate
 from optuna_opplan.video.synthetic import write_video
@@ -33,6 +35,29 @@ def tiny_synthetic(root: Path, *, flavour: str = "motion", seed: int = 0) -> Syn
         size=SIZE,
         seed=seed,
     )
+
+
+def trainer_splits(root: Path) -> tuple[VideoDataset, VideoDataset, VideoDataset]:
+    """Train / validation / test splits for the trainer tests: two classes, 6 / 2 / 4 videos
+    (the test split in "test" mode, 2 clips x 3 crops)."""
+    data = generate(
+        root,
+        flavour="motion",
+        num_classes=2,
+        videos_per_class=6,
+        num_frames=(16, 20),
+        size=SIZE,
+        test_fraction=0.34,
+    )
+    transform = ClipTransform(crop_size=32, scale_range=(32, 36), eval_short_side=32, test_size=32)
+    full = VideoDataset.from_list_file(
+        data.root, data.train_list, data.class_file, transform=transform
+    )
+    train, val = split_train_val(full.entries, 0.25, seed=0)
+    test = VideoDataset.from_list_file(
+        data.root, data.test_list, data.class_file, transform=transform, num_test_clips=2
+    )
+    return full.with_entries(train), full.with_entries(val), test.with_mode("test")
 
 
 def ramp_frames(num_frames: int, height: int = SIZE, width: int = SIZE) -> np.ndarray:
