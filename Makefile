@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy optuna_opplan models
+	$(VENV)/bin/mypy optuna_opplan models benchmarks
 
 check: lint typecheck test
 

@@ -3,9 +3,10 @@
 Run from the repository root: ``.venv/bin/python -m benchmarks.fit_families [--out PATH]``.
 
 Each family of :data:`optuna_opplan._knee.KNEE_CURVES` is fitted to every whole
-constant-learning-rate segment of ``benchmarks.knee_rule.load_segments``. Reported: mean RMSE
-and R^2 (as the paper's Table 1), the share of failed fits, and the mean time per call; plus the
-time per call on a 200-point series (the speed target is < 20 ms for the default family).
+constant-learning-rate segment of ``benchmarks.learning_curves`` (ResNet's two per run, whole
+MetaQNN runs). Reported: mean RMSE and R^2 (as the paper's Table 1), the share of failed fits,
+and the mean time per call; plus the time per call on a 200-point series (the speed target is
+< 20 ms for the default family).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import time
 import numpy as np
 import scipy
 
+from benchmarks import learning_curves as lc
 from benchmarks._env import git_commit
-from benchmarks.knee_rule import Segment
-from benchmarks.knee_rule import load_segments
+from benchmarks.learning_curves import Segment
 from optuna_opplan._knee import KNEE_CURVES
 from optuna_opplan._knee import fit_knee
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
 
-    segments = load_segments()
+    segments = lc.resnet() + lc.metaqnn_runs("metaqnn_cifar10")
     start = time.perf_counter()
     with multiprocessing.Pool(args.processes) as pool:
         rows = pool.map(_fit_all, segments, chunksize=16)

@@ -94,6 +94,15 @@ def metaqnn(name: str) -> list[Segment]:
     return out
 
 
+def metaqnn_runs(name: str) -> list[Segment]:
+    """Whole MetaQNN runs (epochs 0-20, one lr), epoch 0 at chance: the curve-family fits'
+    segments (``benchmarks.fit_families``)."""
+    acc = _read(f"{name}.csv", "acc_")
+    return [
+        Segment(name, "whole", i, np.concatenate([[0.1], a]), 100.0) for i, a in enumerate(acc)
+    ]
+
+
 def alexnet() -> list[Segment]:
     acc = _read("alexnet_imagenet.csv", "acc_")
     return [Segment("alexnet_imagenet", "whole run", i, a, 100.0) for i, a in enumerate(acc)]

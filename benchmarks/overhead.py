@@ -76,9 +76,9 @@ def machine_info() -> dict[str, str]:
 
 
 def command_line() -> str:
-    return ".venv/bin/python -m " + shlex.join(
-        [sys.modules["__main__"].__spec__.name, *sys.argv[1:]]
-    )
+    spec = sys.modules["__main__"].__spec__
+    name = spec.name if spec is not None else "benchmarks.overhead"
+    return ".venv/bin/python -m " + shlex.join([name, *sys.argv[1:]])
 
 
 def header_lines(title: str, command: str, load_at_start: str = "") -> list[str]:
@@ -265,7 +265,7 @@ def bench_ask(
     sizes: tuple[int, ...], repeats: int, done_fraction: float, workdir: str
 ) -> list[dict[str, Any]]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for size in sizes:
         graph = grid_graph(size)
         for kind in STORAGES:
@@ -294,7 +294,10 @@ def bench_ask(
                 changed = queue.reconcile(progress)
                 t2 = time.perf_counter()
                 status = progress.with_status("ready")[0]
-                trial_id = queue.claim(status, progress)
+                trial_id = queue.claim(status)
+                assert trial_id is not None
+                # As a worker claims: the first heartbeat comes between, not timed here.
+                queue.record_source(trial_id, status, progress)
                 t3 = time.perf_counter()
                 cpu.append(time.thread_time() - c0)
                 assert trial_id is not None and not changed

@@ -165,8 +165,8 @@ def worker(argv: Sequence[str]) -> int:
         _append(latency, "SCAN", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
         return snapshot
 
-    def timed_claim(queue: TransitionQueue, status: Any, snapshot: op.Progress) -> int | None:
-        trial_id = claim(queue, status, snapshot)
+    def timed_claim(queue: TransitionQueue, status: Any) -> int | None:
+        trial_id = claim(queue, status)
         if trial_id is not None:
             _append(latency, "ASK", f"{time.perf_counter() - scan_started[0]:.6f}", pid)
         else:
@@ -174,7 +174,7 @@ def worker(argv: Sequence[str]) -> int:
         return trial_id
 
     sampler.progress = timed_progress  # type: ignore[method-assign]
-    TransitionQueue.claim = timed_claim  # type: ignore[method-assign]
+    TransitionQueue.claim = timed_claim  # type: ignore[method-assign,assignment]
     inner = SimulatedObjective(
         seed=SEED, epoch_seconds=settings.epoch_seconds, max_epochs=settings.max_epochs
     )
@@ -324,6 +324,14 @@ def run_phase(
         elif proc.returncode != 0 and proc.pid not in killed:
             phase.failed_exits.append(proc.returncode)
     phase.workers_started = len(procs)
+    _close(phase, url, settings, log, latency, killed)
+    return phase
+
+
+def _close(
+    phase: Phase, url: str, settings: Settings, log: Path, latency: Path, killed: set[int]
+) -> None:
+    """Check the phase's study against its START log and read its latencies."""
     phase.load_after = load_average()
     _check(phase, url, settings, log, killed)
     for row in _parse(latency):
@@ -333,7 +341,6 @@ def run_phase(
             phase.scans.append(float(row[1]))
         elif row[0] == "LOST":
             phase.lost_claims += 1
-    return phase
 
 
 def _busy_pids(rows: list[list[str]]) -> set[int]:
@@ -475,17 +482,8 @@ def inspect(argv: Sequence[str]) -> int:
     phase.bursts = [len(e) for e in events if len(e) > 1]
     phase.wall = time.time() - (first[0] if first else time.time())
     killed = {int(row[3]) for row in _parse(log) if row[0] == "START"} - set(alive)
-    busy_at_kill = 0
-    phase.kills_mid_transition = busy_at_kill
-    phase.load_after = load_average()
-    _check(phase, url, settings, log, killed)
-    for row in _parse(latency):
-        if row[0] == "ASK":
-            phase.asks.append(float(row[1]))
-        elif row[0] == "SCAN":
-            phase.scans.append(float(row[1]))
-        elif row[0] == "LOST":
-            phase.lost_claims += 1
+    # Not known from outside: kills_mid_transition stays 0.
+    _close(phase, url, settings, log, latency, killed)
     # A live worker's RUNNING trial is in progress, not a duplicate.
     phase.duplicates = [
         d for d in phase.duplicates if not ("by live worker" in d and ": RUNNING," in d)

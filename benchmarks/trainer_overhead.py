@@ -281,7 +281,7 @@ def main() -> None:
                 taken[entry.label] = taken.get(entry.label, 0) + 1
                 subset.append(entry)
         base = base.with_entries(subset)
-    rows = []
+    rows: list[tuple[int, int, dict[str, Any]]] = []
     for clip_length in CLIP_LENGTHS:
         dataset = base.with_clip(clip_length=clip_length)
         for batch_size in BATCH_SIZES:
