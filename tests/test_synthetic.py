@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,6 @@ TINY: dict[str, Any] = {
 
 def _read(path: Path) -> decord.VideoReader:
     return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.mark.parametrize(("num_frames", "height", "width"), [(20, 32, 32), (9, 32, 64)])
@@ -98,12 +89,29 @@ def test_generate_writes_real_videos_and_list_files(tmp_path: Path, flavour: str
         assert entry.path.split("/")[1] == classes[entry.label]
 
 
+def _decoded(root: Path) -> dict[str, np.ndarray]:
+    videos = {p.relative_to(root).as_posix(): _read(p) for p in sorted(root.rglob("*.mp4"))}
+    return {name: r.get_batch(list(range(len(r)))).asnumpy() for name, r in videos.items()}
+
+
 def test_generate_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     first = tiny_synthetic(tmp_path / "a", seed=5)
     again = tiny_synthetic(tmp_path / "b", seed=5)
     other = tiny_synthetic(tmp_path / "c", seed=6)
-    assert _digest(first.root) == _digest(again.root)
-    assert _digest(first.root) != _digest(other.root)
+    for name in ("classes.txt", "train.txt", "test.txt"):
+        assert (first.root / name).read_text() == (again.root / name).read_text()
+    # Decoded frames, not file bytes: x264 on a loaded machine has now and then encoded the
+    # same frames to a different file (about 1 in 100 to 1 in 1000), a few levels apart.
+    frames, frames_again, frames_other = (_decoded(d.root) for d in (first, again, other))
+    assert frames.keys() == frames_again.keys() == frames_other.keys()
+    for name, video in frames.items():
+        assert video.shape == frames_again[name].shape
+        assert np.abs(video.astype(np.int64) - frames_again[name]).mean() < 1.0, name
+    assert any(
+        video.shape != frames_other[name].shape
+        or np.abs(video.astype(np.int64) - frames_other[name]).mean() > 5.0
+        for name, video in frames.items()
+    )
 
 
 def test_temporal_class_is_the_first_and_last_colour() -> None:

@@ -185,7 +185,9 @@ def generate(
         num_frames: Inclusive range of video lengths, drawn per video.
         size: Frame height and width: even, at least 32, and a size decord 0.6 reads back
             (it fails on 48 and 72, say); checked on the first video.
-        seed: Everything is a function of the settings, this seed included.
+        seed: The frames and list files are a function of the settings, this seed
+            included. The mp4 bytes nearly always are too: under load, x264 has now and then
+            (about 1 file in 100 to 1000) encoded the same frames a few levels differently.
         test_fraction: Share of each class's videos in the test list (at least one each).
         fps: Frame rate written into the files.
 
