@@ -76,7 +76,7 @@ class ScheduleObjective:
         schedule = schedule_of(params, self.base_lr)
         runner = Runner(self.config, len(self.splits.train.classes))
         started, cpu_started = time.perf_counter(), time.process_time()
-        meter = runner.meter = Compute()
+        meter = Compute()
 
         def record() -> None:
             meter.seconds = time.perf_counter() - started
@@ -101,12 +101,16 @@ class ScheduleObjective:
             train = self.splits.train.with_clip(
                 clip_length=stage.clip_length, sampling=stage.sampling
             )
-            runner.train_epoch(model, optimizer, train, seed=self.config.seed + epoch, epoch=epoch)
+            stats = runner.train_epoch(
+                model, optimizer, train, seed=self.config.seed + epoch, epoch=epoch
+            )
+            meter.add_training(stats.clips, stage.clip_length)
             if validate:
                 val = self.splits.val.with_clip(
                     clip_length=stage.clip_length, sampling=stage.sampling
                 )
                 score = runner.evaluate(model, val.with_mode("val"))
+                meter.add_evaluation(len(val), stage.clip_length)
                 trial.report(score, epoch)
             record()
             if validate and trial.should_prune():

@@ -73,7 +73,7 @@ def train_schedule(
     config = config or TrainerConfig()
     runner = Runner(config, len(train.classes))
     started, cpu_started = time.perf_counter(), time.process_time()
-    meter = runner.meter = Compute()
+    meter = Compute()
     emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
     model = runner.build_model()
     if initial_state is not None:
@@ -91,10 +91,12 @@ def train_schedule(
             group["lr"] = lr
         data = train.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
         stats = runner.train_epoch(model, optimizer, data, seed=config.seed + epoch, epoch=epoch)
+        meter.add_training(stats.clips, stage.clip_length)
         row = {"epoch": epoch, "lr": lr, "clip_length": stage.clip_length, "loss": stats.loss}
         if val is not None and (validate == "every" or epoch == schedule.total_epochs):
             view = val.with_clip(clip_length=stage.clip_length, sampling=stage.sampling)
             row["val"] = runner.evaluate(model, view.with_mode("val"))
+            meter.add_evaluation(len(view), stage.clip_length)
         history.append(row)
         meter.seconds = time.perf_counter() - started
         meter.cpu_seconds = time.process_time() - cpu_started
@@ -106,7 +108,6 @@ def train_schedule(
                 f"schedule epoch {epoch}/{schedule.total_epochs}: {shown}, "
                 f"{stats.clips_per_second:.1f} clips/s"
             )
-    runner.meter = None  # the test pass reports; it is not part of the search
     test_accuracy: float | None = None
     test_correct: list[int] | None = None
     if test is not None:

@@ -123,8 +123,6 @@ class Runner:
         self.config = config
         self.num_classes = num_classes
         self.device = config.resolved_device()
-        # Counts every training epoch and validation pass while set (see _compute.py).
-        self.meter: Compute | None = None
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError(
@@ -228,8 +226,6 @@ class Runner:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
-        if self.meter is not None:
-            self.meter.add_training(clips, dataset.clip_length)
         return EpochStats(total_loss / max(1, clips), clips, seconds, waited)
 
     @torch.no_grad()
@@ -241,13 +237,12 @@ class Runner:
         the dataset's order."""
         model.eval()
         correct = torch.zeros(3)
-        count = views = 0
+        count = 0
         micro, _ = self.micro_batch(dataset.clip_length)
         batch = micro if dataset.mode != "test" else max(1, micro // 4)
         for clip, label in self.loader(dataset, batch, shuffle=False, seed=0):
             clip = clip.to(self.device)
             label = label.to(self.device)
-            views = clip.shape[1] if clip.dim() == 6 else 1
             if clip.dim() == 6:  # (B, views, 3, T, H, W)
                 b, v = clip.shape[:2]
                 logits = predict_logits(model(clip.flatten(0, 1))).view(b, v, -1).mean(1)
@@ -262,8 +257,6 @@ class Runner:
             count += label.shape[0]
         if count == 0:
             raise ValueError(f"Cannot evaluate on an empty dataset: {dataset!r}.")
-        if self.meter is not None:
-            self.meter.add_evaluation(count, dataset.clip_length, views)
         accuracy = correct / count
         if self.config.metric == "top1":
             return float(accuracy[0])
