@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import datetime
 import itertools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -348,11 +349,18 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
     ]
     for other in ("grid", "tpe"):
         diff = result[f"planned_minus_{other}"]
-        resolved = diff["half_width"] <= 100 * TARGET_HALF_WIDTH
+        seeds = len(diff["per_seed"])
+        needed = seeds_for_target(diff["half_width"], seeds)
+        wider = (
+            ""
+            if needed is None
+            else f", WIDER than the 1-point target: if the spread between seeds stays what it "
+            f"is, about {needed} seeds would narrow it to 1 point"
+        )
         lines.append(
             f"- Planned minus {LABELS[other]}: {diff['points']:+.2f} points, 95% CI "
             f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}] (half-width "
-            f"{diff['half_width']:.2f}{'' if resolved else ', WIDER than the 1-point target'}"
+            f"{diff['half_width']:.2f}{wider}"
             f"): **{_VERDICTS[diff['verdict']]}**; per seed "
             f"{', '.join(f'{d:+.1f}' for d in diff['per_seed'])}."
         )
@@ -364,6 +372,23 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
         "",
     ]
     return lines
+
+
+def seeds_for_target(half_width: float, seeds: int) -> int | None:
+    """Seeds that would bring an interval over ``seeds`` seeds to the 1-point target, or
+    :obj:`None` if it is there already.
+
+    A projection, not a measurement: a half-width shrinks as one over the square root of the
+    seeds only while the spread between seeds dominates it and stays what it was.
+
+    Example:
+        >>> seeds_for_target(5.0, 3), seeds_for_target(0.7, 3)
+        (75, None)
+    """
+    target = 100 * TARGET_HALF_WIDTH
+    if half_width <= target:
+        return None
+    return math.ceil(round(seeds * (half_width / target) ** 2, 6))
 
 
 _VERDICTS = {

@@ -140,3 +140,31 @@ def test_no_finished_flavour_is_no_result(tmp_path: Path) -> None:
 def test_best_schedule_check(tmp_path: Path, same_best: bool, expected: str) -> None:
     evidence, _, _ = _write(tmp_path, _cells(same_best=same_best))
     assert f"The best grid point by mean validation score {expected}" in evidence
+
+
+@pytest.mark.parametrize(
+    ("half_width", "seeds", "expected"),
+    [(0.7, 3, None), (1.0, 3, None), (5.0, 3, 75), (2.0, 4, 16), (1.5, 3, 7)],
+)
+def test_seeds_for_target(half_width: float, seeds: int, expected: int | None) -> None:
+    assert report.seeds_for_target(half_width, seeds) == expected
+
+
+def test_an_interval_wider_than_the_target_says_how_many_seeds_would_narrow_it(
+    tmp_path: Path,
+) -> None:
+    cells = _cells()
+    # TPE's seeds spread: 40 points below in one seed of three, level in the others.
+    for cell in cells:
+        if cell.seed == 0:
+            tpe = cell._rows["tpe"]
+            tpe["correct"] = [0] * VIDEOS
+            tpe["accuracy"] = 0.0
+    evidence, headline, data = _write(tmp_path, cells)
+    diff = data["results"]["motion"]["planned_minus_tpe"]
+    assert diff["half_width"] > 5
+    line = next(x for x in evidence.splitlines() if x.startswith("- Planned minus TPE"))
+    assert "WIDER than the 1-point target" in line and "seeds would narrow it" in line
+    grid = next(x for x in evidence.splitlines() if x.startswith("- Planned minus best grid"))
+    assert "WIDER" not in grid
+    assert "(interval wider than 1 point)" in headline
