@@ -269,9 +269,9 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             f"{r['started']} at {r['commit']}, load {r['load_at_start']}"
             for r in data["invocations"]
         ),
-        f"- Machine: {ctx['machine']}; load average at start {ctx['load_at_start']}, "
-        f"at end {data['load_at_end']} (2 cores shared with other jobs: seconds are wall "
-        "clock under that load)",
+        f"- Machine: {ctx['machine']}; load average at the last start "
+        f"{ctx['load_at_start']}, when this file was written {data['load_at_end']} (2 cores "
+        "shared with other jobs: seconds are wall clock under the loads listed)",
         "",
         "## Setting",
         "",
