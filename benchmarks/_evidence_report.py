@@ -214,6 +214,7 @@ def _best_schedules(by_flavour: dict[str, list[dict[str, Any]]]) -> dict[str, An
         mean: dict[str, float] = {k: sum(v) / len(v) for k, v in points.items()}
         out[flavour] = {
             "best_mean_val": max(mean, key=mean.__getitem__),
+            "val_by_point": points,
             "per_seed_grid": [_describe_params(r["grid"]["params"]) for r in rows],
             "per_seed_plan": [_describe_plan(r["planned"]["plan"]) for r in rows],
             "per_seed_tpe": [_describe_params(r["tpe"]["params"]) for r in rows],
@@ -307,6 +308,7 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             f"{'; '.join(row['per_seed_grid'])}; plan: {'; '.join(row['per_seed_plan'])}; "
             f"TPE: {'; '.join(row['per_seed_tpe'])}"
         )
+    lines += _cross_lines(best)
     picks = {row["best_mean_val"] for row in best.values()}
     if len(best) >= 2:
         lines += [
@@ -389,6 +391,52 @@ def seeds_for_target(half_width: float, seeds: int) -> int | None:
     if half_width <= target:
         return None
     return math.ceil(round(seeds * (half_width / target) ** 2, 6))
+
+
+def _cross_lines(best: dict[str, Any]) -> list[str]:
+    """Each flavour's best grid point scored on every flavour's validation: how much picking
+    another flavour's schedule would cost."""
+    if len(best) < 2:
+        return []
+    lines = [
+        "",
+        "Each flavour's best grid point (columns) on each flavour's validation split (rows), "
+        "mean over seeds, %; beside it, per seed, its difference from the row's own best "
+        "(the best is picked on these same scores, so a gap of a few points is no evidence):",
+        "",
+        "| validation split | "
+        + " | ".join(f"{f}'s best (`{row['best_mean_val']}`)" for f, row in best.items())
+        + " |",
+        "|---" * (len(best) + 1) + "|",
+    ]
+    for flavour, row in best.items():
+        own = row["val_by_point"][row["best_mean_val"]]
+        cells = []
+        for other in best.values():
+            scores = row["val_by_point"].get(other["best_mean_val"])
+            if scores is None:
+                cells.append("n/a")
+                continue
+            gaps = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(scores, own))
+            cells.append(f"{100 * sum(scores) / len(scores):.1f} ({gaps})")
+        lines.append(f"| {flavour} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for flavour, row in best.items():
+        scores = row["val_by_point"]
+        own = _mean(scores[row["best_mean_val"]])
+        costs = [
+            f"{other}'s best costs {100 * (own - _mean(scores[o['best_mean_val']])):.1f} points"
+            if o["best_mean_val"] in scores
+            else f"{other}'s best was not run"
+            for other, o in best.items()
+            if other != flavour
+        ]
+        lines.append(f"- On {flavour}: {', '.join(costs)} of mean validation accuracy.")
+    return lines
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
 _VERDICTS = {

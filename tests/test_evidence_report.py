@@ -45,7 +45,8 @@ class FakeCell:
             }
             for method, p in accuracy.items()
         }
-        self._rows["grid"]["val_by_point"] = {best: 0.9, "other": 0.5}
+        other = "uniform" if best == "consecutive" else "consecutive"
+        self._rows["grid"]["val_by_point"] = {best: 0.9, other: 0.6, "other": 0.5}
 
     def done(self) -> bool:
         return self._done
@@ -140,6 +141,30 @@ def test_no_finished_flavour_is_no_result(tmp_path: Path) -> None:
 def test_best_schedule_check(tmp_path: Path, same_best: bool, expected: str) -> None:
     evidence, _, _ = _write(tmp_path, _cells(same_best=same_best))
     assert f"The best grid point by mean validation score {expected}" in evidence
+
+
+def test_each_flavour_says_what_another_flavours_best_schedule_would_cost_it(
+    tmp_path: Path,
+) -> None:
+    # temporal's best is "uniform"; motion's and rhythm's "consecutive", which temporal's own
+    # grid scores 30 points lower.
+    evidence, _, _ = _write(tmp_path, _cells())
+    lines = evidence.splitlines()
+    assert (
+        "- On temporal: motion's best costs 30.0 points, rhythm's best costs 30.0 points of "
+        "mean validation accuracy." in lines
+    )
+    assert (
+        "- On motion: temporal's best costs 30.0 points, rhythm's best costs 0.0 points of "
+        "mean validation accuracy." in lines
+    )
+    # Columns in the setting's flavour order: motion, temporal, rhythm.
+    row = next(x for x in lines if x.startswith("| temporal | "))
+    assert row.split(" | ")[1:] == [
+        "60.0 (-30.0, -30.0, -30.0)",
+        "90.0 (+0.0, +0.0, +0.0)",
+        "60.0 (-30.0, -30.0, -30.0) |",
+    ]
 
 
 @pytest.mark.parametrize(
