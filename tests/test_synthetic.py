@@ -101,7 +101,7 @@ def test_generate_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     for name in ("classes.txt", "train.txt", "test.txt"):
         assert (first.root / name).read_text() == (again.root / name).read_text()
     # Decoded frames, not file bytes: x264 on a loaded machine has now and then encoded the
-    # same frames to a different file (about 1 in 100 to 1 in 1000), a few levels apart.
+    # same frames to a different file, a few levels apart.
     frames, frames_again, frames_other = (_decoded(d.root) for d in (first, again, other))
     assert frames.keys() == frames_again.keys() == frames_other.keys()
     for name, video in frames.items():
