@@ -1,7 +1,7 @@
 """The two baselines of the evidence benchmark: the hand-tuned grid and TPE + Hyperband.
 
 Both train hand-tuned schedules (clip schedule x decay x sampling x epoch budget, the paper's
-grid space) with one epoch loop, the same as ``train_schedule``'s, and record their compute
+grid space) with ``train_schedule``'s epoch loop (``ScheduleLoop``), and record their compute
 after every pass as the planning trainer does (``video/_compute.py``). The grid runs every
 point once and validates once, after its last epoch (all a grid search needs); TPE +
 Hyperband validates after every epoch (its pruner needs the curve) and asks for schedules until
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import os
-import time
 from typing import Any
 
 import optuna
@@ -22,9 +21,9 @@ from optuna.trial import TrialState
 import torch
 
 from optuna_opplan._protocol import KEY_COMPUTE
-from optuna_opplan.video._compute import Compute
 from optuna_opplan.video._compute import study_compute
 from optuna_opplan.video._grid import schedule_of
+from optuna_opplan.video._schedule_trainer import ScheduleLoop
 from optuna_opplan.video._setup import Splits
 from optuna_opplan.video._trainer import Runner
 from optuna_opplan.video._trainer import TrainerConfig
@@ -75,49 +74,27 @@ class ScheduleObjective:
         params = {name: trial.suggest_categorical(name, list(c)) for name, c in self.space.items()}
         schedule = schedule_of(params, self.base_lr)
         runner = Runner(self.config, len(self.splits.train.classes))
-        started, cpu_started = time.perf_counter(), time.process_time()
-        meter = Compute()
-
-        def record() -> None:
-            meter.seconds = time.perf_counter() - started
-            meter.cpu_seconds = time.process_time() - cpu_started
-            trial.storage.set_trial_system_attr(trial._trial_id, KEY_COMPUTE, meter.to_dict())
-
-        model = runner.build_model()
-        optimizer: torch.optim.Optimizer | None = None
+        loop = ScheduleLoop(runner, schedule, self.splits.train, self.splits.val)
         score = 0.0
         last = schedule.total_epochs
         for epoch in range(1, last + 1):
-            stage = schedule.stage_at(epoch)
             validate = self.validate_every_epoch or epoch == last
-            cost = (len(self.splits.train) + validate * len(self.splits.val)) * stage.clip_length
+            clip_length = schedule.stage_at(epoch).clip_length
+            cost = (len(self.splits.train) + validate * len(self.splits.val)) * clip_length
             if self.budget_left is not None and not self.budget_left(cost):
                 trial.storage.set_trial_system_attr(trial._trial_id, KEY_STOPPED, "budget")
                 raise optuna.TrialPruned(f"compute budget reached before epoch {epoch}")
-            if optimizer is None:
-                optimizer = runner.optimizer(model, schedule.lr_at(epoch))
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr_at(epoch)
-            train = self.splits.train.with_clip(
-                clip_length=stage.clip_length, sampling=stage.sampling
-            )
-            stats = runner.train_epoch(
-                model, optimizer, train, seed=self.config.seed + epoch, epoch=epoch
-            )
-            meter.add_training(stats.clips, stage.clip_length)
+            row, _ = loop.run_epoch(epoch, validate=validate)
             if validate:
-                val = self.splits.val.with_clip(
-                    clip_length=stage.clip_length, sampling=stage.sampling
-                )
-                score = runner.evaluate(model, val.with_mode("val"))
-                meter.add_evaluation(len(val), stage.clip_length)
+                score = row["val"]
                 trial.report(score, epoch)
-            record()
+            # After every pass, so a failed or killed attempt keeps what it cost.
+            trial.storage.set_trial_system_attr(trial._trial_id, KEY_COMPUTE, loop.meter.to_dict())
             if validate and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
         path = model_path(self.models_dir, trial.study, trial.number)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.save(model.state_dict(), path + ".tmp")
+        torch.save(loop.model.state_dict(), path + ".tmp")
         os.replace(path + ".tmp", path)
         return score
 
