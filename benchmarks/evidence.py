@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from collections.abc import Sequence
 import contextlib
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -456,10 +457,13 @@ def _cell_lock(path: str) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _check_setting(storage: Any, setting: Setting, listset: ListSet | None = None) -> None:
-    """Store the setting once; refuse to resume a storage made with another one. Flavours and
-    seeds may grow (cells are independent): a new flavour or seed adds cells. A user's video
-    set must be the same files."""
+def _check_setting(
+    storage: Any, setting: Setting, listset: ListSet | None, seeds: Sequence[int] | None
+) -> Setting:
+    """Store the setting once; refuse to resume a storage made with another one; the setting
+    to run. Flavours and seeds may grow (cells are independent): a new flavour or seed adds
+    cells, and seeds added once stay in the run (without ``seeds``, the stored ones). A user's
+    video set must be the same files."""
     meta = optuna.create_study(storage=storage, study_name="evidence-setting", load_if_exists=True)
     attrs = _attrs(meta)
     videos = None if listset is None else report.jsonable(asdict(listset))
@@ -471,6 +475,7 @@ def _check_setting(storage: Any, setting: Setting, listset: ListSet | None = Non
         )
     meta._storage.set_study_system_attr(meta._study_id, "list_set", videos)
     stored = attrs.get("setting")
+    setting = replace(setting, seeds=tuple(seeds or (stored or {}).get("seeds") or setting.seeds))
     mine = report.jsonable(asdict(setting))
     if stored is not None:
         grows = ("flavours", "seeds")
@@ -481,14 +486,7 @@ def _check_setting(storage: Any, setting: Setting, listset: ListSet | None = Non
                 "use another --workdir, or the setting it was started with."
             )
     meta._storage.set_study_system_attr(meta._study_id, "setting", mine)
-
-
-def _stored_seeds(storage: Any) -> list[int] | None:
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if "evidence-setting" not in names:
-        return None
-    stored = _study_attrs(storage, "evidence-setting").get("setting") or {}
-    return stored.get("seeds")
+    return setting
 
 
 def _log_invocation(storage: Any, context: report.Context) -> list[dict[str, Any]]:
@@ -573,10 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     storage = create_storage(os.path.join(args.workdir, "evidence.log"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Seeds added once stay in the run: the same command without --seeds resumes all of them.
-    seeds = args.seeds or _stored_seeds(storage) or setting.seeds
-    setting = replace(setting, seeds=tuple(seeds))
-    _check_setting(storage, setting, listset)
+    setting = _check_setting(storage, setting, listset, args.seeds)
     context = report.Context.now(argv if argv is not None else sys.argv[1:])
     meta = optuna.load_study(storage=storage, study_name="evidence-setting")
     cells = [
