@@ -351,7 +351,6 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
     ]
     for other in ("grid", "tpe"):
         diff = result[f"planned_minus_{other}"]
-        seeds = len(diff["per_seed"])
         needed = seeds_for_target(diff["half_width"], seeds)
         wider = (
             ""
@@ -418,7 +417,7 @@ def _cross_lines(best: dict[str, Any]) -> list[str]:
                 cells.append("n/a")
                 continue
             gaps = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(scores, own))
-            cells.append(f"{100 * sum(scores) / len(scores):.1f} ({gaps})")
+            cells.append(f"{100 * _mean(scores):.1f} ({gaps})")
         lines.append(f"| {flavour} | " + " | ".join(cells) + " |")
     lines.append("")
     for flavour, row in best.items():
