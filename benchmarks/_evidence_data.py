@@ -8,6 +8,7 @@ what a user of the product would get on that set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import os
 from typing import Any
 
@@ -66,23 +67,27 @@ class ListSet:
             if not os.path.isfile(path):
                 raise SystemExit(f"No such file: {path!r}.")
         try:
-            classes = read_class_file(listset.class_file)
-            for path in (listset.train_list, listset.test_list):
-                read_list_file(path, listset.root, classes)
+            listset.num_classes()  # parses the three files: a bad line is named here
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         return listset
 
-    def num_classes(self) -> int:
-        return len(read_class_file(self.class_file))
-
-    def counts(self) -> tuple[int, int]:
-        """Training-list and test-list videos."""
+    @cached_property
+    def _sizes(self) -> tuple[int, int, int]:
+        # Parsed once, for the check at start and for the report after every cell.
         classes = read_class_file(self.class_file)
-        return tuple(  # type: ignore[return-value]
+        train, test = (
             len(read_list_file(path, self.root, classes))
             for path in (self.train_list, self.test_list)
         )
+        return len(classes), train, test
+
+    def num_classes(self) -> int:
+        return self._sizes[0]
+
+    def counts(self) -> tuple[int, int]:
+        """Training-list and test-list videos."""
+        return self._sizes[1], self._sizes[2]
 
     def describe(self, setting: Any, splits: Splits) -> str:
         """The set as the report states it, with the videos its loader skipped."""
