@@ -31,8 +31,7 @@ TINY = {"width_multiplier": 0.125, "stem_temporal_stride": 1}
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> tuple[VideoDataset, VideoDataset, VideoDataset]:
-    splits = trainer_splits(tmp_path_factory.mktemp("videos"))
-    return splits
+    return trainer_splits(tmp_path_factory.mktemp("videos"))
 
 
 def _config(**kwargs) -> TrainerConfig:
