@@ -190,12 +190,19 @@ def _flavour_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
         diff = paired_difference(
             [r["planned"]["correct"] for r in rows], [r[other]["correct"] for r in rows]
         )
+        # Within one seed, over its test videos alone: resolves that seed's pair of models,
+        # says nothing of the spread between seeds.
+        within = [
+            paired_difference([r["planned"]["correct"]], [r[other]["correct"]]) for r in rows
+        ]
         out[f"planned_minus_{other}"] = {
             **diff.to_dict(),
             "half_width": (diff.ci95[1] - diff.ci95[0]) / 2,
             "per_seed": [
                 r["planned"]["accuracy"] * 100 - r[other]["accuracy"] * 100 for r in rows
             ],
+            "per_seed_ci95": [list(d.ci95) for d in within],
+            "per_seed_verdict": [d.verdict for d in within],
         }
     return out
 
@@ -362,8 +369,10 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
             f"- Planned minus {LABELS[other]}: {diff['points']:+.2f} points, 95% CI "
             f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}] (half-width "
             f"{diff['half_width']:.2f}{wider}"
-            f"): **{_VERDICTS[diff['verdict']]}**; per seed "
-            f"{', '.join(f'{d:+.1f}' for d in diff['per_seed'])}."
+            f"): **{_VERDICTS[diff['verdict']]}**. Per seed, over its own test videos "
+            "(that seed's two models, not the spread between seeds): "
+            + "; ".join(_per_seed(diff))
+            + "."
         )
     ratio = result["grid"]["clip_frames"] / max(result["planned"]["clip_frames"], 1e-9)
     tpe = result["tpe"]["clip_frames"] / max(result["planned"]["clip_frames"], 1e-9)
@@ -373,6 +382,15 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
         "",
     ]
     return lines
+
+
+def _per_seed(diff: dict[str, Any]) -> list[str]:
+    return [
+        f"{points:+.2f} [{lo:+.2f}, {hi:+.2f}] {_VERDICTS[verdict]}"
+        for points, (lo, hi), verdict in zip(
+            diff["per_seed"], diff["per_seed_ci95"], diff["per_seed_verdict"]
+        )
+    ]
 
 
 def seeds_for_target(half_width: float, seeds: int) -> int | None:
@@ -579,6 +597,22 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
         "videos, in accuracy points; a difference whose interval spans 0 is no resolvable "
         "difference. Compute in clip-frames (training and validation of every attempt).",
     ]
+    for other in ("grid", "tpe"):
+        counts = Counter(
+            verdict
+            for result in data["results"].values()
+            for verdict in result[f"planned_minus_{other}"]["per_seed_verdict"]
+        )
+        lines += [
+            "",
+            f"Seed by seed, against {LABELS[other]} (each seed's pair of models over its own "
+            f"{videos} test videos; this says nothing of the spread between seeds): "
+            + ", ".join(
+                f"{_VERDICTS[v]} {counts[v]}"
+                for v in ("better", "no resolvable difference", "worse")
+            )
+            + f" of {sum(counts.values())}.",
+        ]
     if missing:
         lines += ["", f"Not finished yet (no numbers): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"

@@ -193,3 +193,33 @@ def test_an_interval_wider_than_the_target_says_how_many_seeds_would_narrow_it(
     grid = next(x for x in evidence.splitlines() if x.startswith("- Planned minus best grid"))
     assert "WIDER" not in grid
     assert "(interval wider than 1 point)" in headline
+
+
+def test_each_seed_gets_its_own_interval_over_its_test_videos(tmp_path: Path) -> None:
+    cells = _cells()
+    for cell in cells:
+        tpe, planned = cell._rows["tpe"], cell._rows["planned"]
+        if cell.seed == 0:  # TPE misses everything: planning wins by 90 points
+            tpe["correct"], tpe["accuracy"] = [0] * VIDEOS, 0.0
+        if cell.seed == 2:  # TPE's model is planning's, video for video: a tie
+            tpe["correct"], tpe["accuracy"] = list(planned["correct"]), planned["accuracy"]
+    evidence, _, data = _write(tmp_path, cells)
+    diff = data["results"]["motion"]["planned_minus_tpe"]
+    assert diff["per_seed_verdict"] == ["better", "better", "no resolvable difference"]
+    assert diff["per_seed_ci95"][2] == [0.0, 0.0]
+    # Seed 1: about 90 % vs 70 % on 1,200 videos, so a few points wide, far from 0.
+    low, high = diff["per_seed_ci95"][1]
+    assert 15 < low < diff["per_seed"][1] < high < low + 5
+    line = next(x for x in evidence.splitlines() if x.startswith("- Planned minus TPE"))
+    assert (
+        f"(that seed's two models, not the spread between seeds): {diff['per_seed'][0]:+.2f} ["
+        in line
+    )
+    assert line.endswith("planning wins; +0.00 [+0.00, +0.00] no resolvable difference.")
+    _, headline, _ = _write(tmp_path, cells)
+    # Every flavour's seeds as motion's above: two wins and a tie each.
+    assert (
+        "Seed by seed, against TPE + Hyperband (each seed's pair of models over its own 1200 "
+        "test videos; this says nothing of the spread between seeds): planning wins 6, "
+        "no resolvable difference 3, planning loses 0 of 9." in headline
+    )
