@@ -186,6 +186,7 @@ def _flavour_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 for key in ("clip_frames", "clip_frame_epochs", "seconds", "attempts")
             },
         }
+    out["tpe"]["repeats"] = sum(r["tpe"].get("repeats", 0) for r in rows) / len(rows)
     for other in ("grid", "tpe"):
         diff = paired_difference(
             [r["planned"]["correct"] for r in rows], [r[other]["correct"] for r in rows]
@@ -378,7 +379,9 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
     tpe = result["tpe"]["clip_frames"] / max(result["planned"]["clip_frames"], 1e-9)
     lines += [
         f"- Compute: the whole grid cost {ratio:.1f}x the planning; TPE + Hyperband spent "
-        f"{tpe:.2f}x the planning (its budget, to the epoch).",
+        f"{tpe:.2f}x the planning (its budget, to the epoch), besides proposing "
+        f"{result['tpe']['repeats']:.1f} schedules a seed that it had already trained (not "
+        "trained again, no cost).",
         "",
     ]
     return lines
@@ -492,7 +495,10 @@ def _setting_text(setting: Any, data_text: str | None = None) -> str:
         f"budgets {list(s['grid_epochs'])}, base lr {s['base_lr']}, best by final validation "
         "score. TPE + Hyperband: TPESampler over the same space, HyperbandPruner (min "
         f"resource 1 epoch, reduction factor {s['hyperband_reduction']}), stopped at the "
-        "planning's compute to the epoch, best completed schedule by final validation score. "
+        "planning's compute to the epoch, best completed schedule by final validation score; "
+        "a schedule it proposes again after training it to the end is not trained again (it "
+        "is told the first run's score, at no cost: training is seeded, so a second run would "
+        "repeat the first). "
         "Compute is counted as `opplan compare` counts it (`optuna_opplan/video/_compute.py`): "
         "clip-frames of every training epoch and validation pass of every attempt, step-0 "
         "evaluations and failed attempts included; clip-frame-epochs (epochs x clip length) "

@@ -55,6 +55,7 @@ from benchmarks import _evidence_report as report
 from benchmarks._evidence_data import ListSet
 from benchmarks._evidence_data import build_splits
 from benchmarks._evidence_data import dataset_section
+from benchmarks._evidence_train import KEY_REPEAT_OF
 from benchmarks._evidence_train import ScheduleObjective
 from benchmarks._evidence_train import fail_interrupted
 from benchmarks._evidence_train import model_path
@@ -223,7 +224,7 @@ class Cell:
     def tpe(self) -> optuna.Study:
         return optuna.create_study(
             storage=self.storage,
-            study_name=f"{self.name}-tpe",
+            study_name=self.study_names()[2],
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=self.seed),
             pruner=optuna.pruners.HyperbandPruner(
@@ -246,7 +247,7 @@ class Cell:
 
     def done(self) -> bool:
         studies = {s.study_name: s for s in optuna.get_all_study_summaries(self.storage)}
-        for name in (self.name, f"{self.name}-grid", f"{self.name}-tpe"):
+        for name in self.study_names():
             if name not in studies:
                 return False
         return all(KEY_TEST in _study_attrs(self.storage, n) for n in self.study_names())
@@ -274,7 +275,9 @@ class Cell:
         return "; ".join(parts)
 
     def study_names(self) -> tuple[str, str, str]:
-        return (self.name, f"{self.name}-grid", f"{self.name}-tpe")
+        # "-tpe-unique": TPE that trains a schedule once (see run_tpe). The "-tpe" studies of
+        # runs before it re-trained repeats; a storage that holds them keeps them, unused.
+        return (self.name, f"{self.name}-grid", f"{self.name}-tpe-unique")
 
     def run(self, *, heartbeat: float, grace: float) -> None:
         planning = self.planning()
@@ -333,7 +336,11 @@ class Cell:
             sampling = str(plan.goal.params["sampling"])
             picked: dict[str, Any] = {"trial": number, "val": plan.score, "plan": plan.to_dict()}
         else:
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            done = [
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if KEY_REPEAT_OF not in t.system_attrs  # a repeat has no model of its own
+            ]
             best = max(done, key=lambda t: (t.value, -t.number))
             path = model_path(os.path.join(self.dir, "models"), study, best.number)
             model.load_state_dict(torch.load(path))
@@ -360,6 +367,7 @@ class Cell:
                     for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
                 },
             }
+        rows["tpe"]["repeats"] = sum(KEY_REPEAT_OF in t.system_attrs for t in tpe.trials)
         rows["grid"]["val_by_point"] = {
             _point(t.params): t.value
             for t in grid.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

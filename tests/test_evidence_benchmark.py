@@ -117,7 +117,7 @@ def test_smoke_run_killed_mid_grid_resumes_and_finishes(tmp_path: Path) -> None:
         assert [t.number for t in failed] == (running if failed else [])
 
         planning = studies[f"evidence-{flavour}-s0"]
-        tpe = studies[f"evidence-{flavour}-s0-tpe"]
+        tpe = studies[f"evidence-{flavour}-s0-tpe-unique"]
         cell = next(c for c in data["cells"] if c["flavour"] == flavour)
         budget = cell["planned"]["compute"]["clip_frames"]
         # TPE spent the planning's compute to the epoch: never more, and less only by less
