@@ -6,14 +6,17 @@ For every bundled synthetic flavour and seed (a "cell") it runs, in one Optuna s
 2. the grid baseline: every hand-tuned schedule of the paper's space (clip schedules x decays
    x samplings x epoch budgets), the best chosen by its final validation score;
 3. what a user would pick instead: Optuna's ``TPESampler`` with ``HyperbandPruner`` over the
-   same schedule space, given exactly the planning's compute (clip-frame-epochs, to the epoch);
+   same schedule space, given exactly the planning's compute (clip-frames of training and
+   validation, to the epoch), a schedule it proposes again after training it to the end told
+   its first score instead of trained again (``run_tpe``);
 4. the test split, scored video by video for the planned model, the best grid schedule and
    TPE's best schedule.
 
 Test videos are the same in every seed, so comparisons are paired; the intervals are bootstrap
-intervals over test videos and seeds (``_evidence_stats``). Everything is an Optuna study in
-one journal file: kill the run and start the same command again, it continues where it
-stopped (each cell is locked by the process running it, so two instances share the cells).
+intervals over test videos and seeds (``paired_difference``, as ``opplan compare``).
+Everything is an Optuna study in one journal file: kill the run and start the same command
+again, it continues where it stopped (each cell is locked by the process running it, so two
+instances share the cells).
 
 Run from the repository root::
 
