@@ -255,6 +255,7 @@ def _fmt_ci(value: float, ci: Sequence[float]) -> str:
 def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool) -> str:
     # The run's own command (a --report-only rewrite is not the run).
     ctx = data["invocations"][-1] if data["invocations"] else data["context"]
+    first = data["invocations"][0] if data["invocations"] else data["context"]
     done = len(data["cells_done"])
     status = (
         f"**complete**: all {total_cells} cells ({len(setting.flavours)} flavours x "
@@ -270,9 +271,10 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
         + (" (SMOKE SETTING, not a result)" if smoke else ""),
         "",
         f"- Status: {status}.",
-        f"- Command: `{ctx['command']}` (the same command resumes it)",
-        f"- Started: {ctx['started']}; this file written {data['finished_at']}",
-        f"- Git commit: {ctx['commit']}",
+        f"- Command of the last start or resume: `{ctx['command']}` (the same command resumes it)",
+        f"- First started: {first['started']}; last started {ctx['started']}; this file "
+        f"written {data['finished_at']}",
+        f"- Git commit of the last start or resume: {ctx['commit']} (every start's is below)",
         "- Invocations (each start or resume of the run, all on the same storage): "
         + "; ".join(
             f"{r['started']} at {r['commit']}, load {r['load_at_start']}"

@@ -223,3 +223,13 @@ def test_each_seed_gets_its_own_interval_over_its_test_videos(tmp_path: Path) ->
         "test videos; this says nothing of the spread between seeds): planning wins 6, "
         "no resolvable difference 3, planning loses 0 of 9." in headline
     )
+
+
+def test_the_header_names_the_first_start_and_the_last(tmp_path: Path) -> None:
+    later = {**RUN, "started": "2026-01-02 09:00 UTC", "commit": "def5678", "command": "again"}
+    report.write(SETTING, _cells(), CONTEXT, str(tmp_path), smoke=False, runs=[RUN, later])
+    evidence = (tmp_path / "evidence.md").read_text()
+    assert "- Command of the last start or resume: `again`" in evidence
+    assert "- First started: 2026-01-01 00:00 UTC; last started 2026-01-02 09:00 UTC" in evidence
+    assert "- Git commit of the last start or resume: def5678 (every start's is below)" in evidence
+    assert "2026-01-01 00:00 UTC at abc1234" in evidence
