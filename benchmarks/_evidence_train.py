@@ -75,9 +75,12 @@ class ScheduleObjective:
         self.validate_every_epoch = validate_every_epoch
         self.budget_left = budget_left
 
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The schedule ``trial`` asks for (the same answer on a second call)."""
+        return {name: trial.suggest_categorical(name, list(c)) for name, c in self.space.items()}
+
     def __call__(self, trial: optuna.Trial) -> float:
-        params = {name: trial.suggest_categorical(name, list(c)) for name, c in self.space.items()}
-        schedule = schedule_of(params, self.base_lr)
+        schedule = schedule_of(self.suggest(trial), self.base_lr)
         runner = Runner(self.config, len(self.splits.train.classes))
         loop = ScheduleLoop(runner, schedule, self.splits.train, self.splits.val)
         score = 0.0
@@ -162,10 +165,7 @@ def run_tpe(
     repeats = 0
     while spent[0] + cheapest <= budget:
         trial = study.ask()
-        params = {
-            name: trial.suggest_categorical(name, list(c)) for name, c in objective.space.items()
-        }
-        first = _finished_run(study, params)
+        first = _finished_run(study, objective.suggest(trial))
         if first is not None:
             assert first.value is not None
             repeats += 1
