@@ -112,6 +112,10 @@ class Setting:
     batch_size: int
     num_test_clips: int
     hyperband_reduction: int
+    # Hyperband's first rung, in epochs. The knee pruner never stops a transition before its
+    # delay; Hyperband gets the same grace (with 1 it stopped motion's slow starters at 30-50%
+    # validation before they rose).
+    hyperband_min_resource: int
 
     def cells(self) -> list[tuple[str, int]]:
         """Flavour-major: a flavour's interval needs all its seeds, so a partial run reports
@@ -143,6 +147,7 @@ FULL = Setting(
     batch_size=8,
     num_test_clips=2,
     hyperband_reduction=3,
+    hyperband_min_resource=3,
 )
 SMOKE = replace(
     FULL,
@@ -155,6 +160,7 @@ SMOKE = replace(
     learning_rates=(0.05,),
     knee_delay=1,
     knee_max_epochs=2,
+    hyperband_min_resource=1,
     grid_epochs=(2, 3),
     decays=("cosine",),
     width=0.25,
@@ -231,7 +237,7 @@ class Cell:
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=self.seed),
             pruner=optuna.pruners.HyperbandPruner(
-                min_resource=1,
+                min_resource=self.setting.hyperband_min_resource,
                 max_resource=max(self.setting.grid_epochs),
                 reduction_factor=self.setting.hyperband_reduction,
             ),
@@ -280,7 +286,11 @@ class Cell:
     def study_names(self) -> tuple[str, str, str]:
         # "-tpe-unique": TPE that trains a schedule once (see run_tpe). The "-tpe" studies of
         # runs before it re-trained repeats; a storage that holds them keeps them, unused.
-        return (self.name, f"{self.name}-grid", f"{self.name}-tpe-unique")
+        # Hyperband's first rung names the study, so a run with another one is a study of its
+        # own beside the first (the default of 1 epoch keeps its first name).
+        rung = self.setting.hyperband_min_resource
+        tpe = f"{self.name}-tpe-unique" + ("" if rung == 1 else f"-r{rung}")
+        return (self.name, f"{self.name}-grid", tpe)
 
     def run(self, *, heartbeat: float, grace: float) -> None:
         planning = self.planning()
@@ -490,7 +500,12 @@ def _check_setting(
     mine = report.jsonable(asdict(setting))
     if stored is not None:
         grows = ("flavours", "seeds")
-        diffs = sorted(k for k in mine if k not in grows and stored.get(k) != mine[k])
+        # Hyperband's first rung names the TPE studies (Cell.study_names): another one adds
+        # studies beside the stored ones, it mixes nothing. A run stored before it was a
+        # setting used 1.
+        stored = {"hyperband_min_resource": 1, **stored}
+        renamed = ("hyperband_min_resource",)
+        diffs = sorted(k for k in mine if k not in grows + renamed and stored.get(k) != mine[k])
         if diffs:
             raise SystemExit(
                 f"The storage holds a run with another setting (differs in {', '.join(diffs)}): "

@@ -238,3 +238,34 @@ def test_a_bad_list_file_set_is_named_before_anything_runs(
     )
     assert refused.returncode != 0 and message in refused.stderr, refused.stderr
     assert not workdir.exists(), "a refused run must leave nothing behind"
+
+
+def test_a_new_hyperband_rung_resumes_a_stored_run_beside_its_tpe_studies() -> None:
+    from dataclasses import asdict
+    from dataclasses import replace
+
+    from benchmarks import _evidence_report as report
+    from benchmarks.evidence import FULL
+    from benchmarks.evidence import Cell
+    from benchmarks.evidence import _check_setting
+
+    storage = optuna.storages.InMemoryStorage()
+    # A run stored before Hyperband's first rung was a setting: it had none, and used 1.
+    old = report.jsonable(asdict(FULL))
+    del old["hyperband_min_resource"]
+    meta = optuna.create_study(storage=storage, study_name="evidence-setting")
+    storage.set_study_system_attr(meta._study_id, "setting", old)
+    storage.set_study_system_attr(meta._study_id, "list_set", None)
+
+    setting = _check_setting(storage, FULL, None, None)
+    assert setting.hyperband_min_resource == 3
+    names = [
+        Cell(
+            replace(FULL, hyperband_min_resource=rung), "motion", 0, "/nowhere", storage
+        ).study_names()[2]
+        for rung in (1, 3)
+    ]
+    # The first rung's studies keep their name; another rung's sit beside them.
+    assert names == ["evidence-motion-s0-tpe-unique", "evidence-motion-s0-tpe-unique-r3"]
+    with pytest.raises(SystemExit, match="differs in knee_delay"):
+        _check_setting(storage, replace(FULL, knee_delay=2), None, None)
