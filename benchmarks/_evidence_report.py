@@ -330,6 +330,8 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
                 if data["status"] != "complete"
                 else ""
             ),
+            "",
+            _own_line(best),
         ]
     lines += ["", "Raw per-cell data: `evidence.json` beside this file.", ""]
     return "\n".join(lines)
@@ -455,6 +457,42 @@ def _cross_lines(best: dict[str, Any]) -> list[str]:
         ]
         lines.append(f"- On {flavour}: {', '.join(costs)} of mean validation accuracy.")
     return lines
+
+
+def own_best(best: dict[str, Any]) -> dict[str, list[str]]:
+    """Per flavour, the other flavours whose best grid point scores as high as its own on its
+    validation split in at least one seed: empty when it has a best schedule of its own.
+
+    A point's name differing is not enough: two flavours whose bests are interchangeable share
+    one schedule, whatever the tie-break picked.
+    """
+    out: dict[str, list[str]] = {}
+    for flavour, row in best.items():
+        own = row["val_by_point"][row["best_mean_val"]]
+        out[flavour] = [
+            other
+            for other, o in best.items()
+            if other != flavour
+            and any(
+                theirs >= mine
+                for theirs, mine in zip(row["val_by_point"].get(o["best_mean_val"], []), own)
+            )
+        ]
+    return out
+
+
+def _own_line(best: dict[str, Any]) -> str:
+    shared = own_best(best)
+    mine = [f for f, others in shared.items() if not others]
+    not_mine = [f"{f} (as high: {', '.join(o)})" for f, o in shared.items() if o]
+    return (
+        "A best schedule of its own (every other flavour's best grid point scores lower on its "
+        "validation split in every seed): "
+        + (", ".join(mine) or "no flavour")
+        + "; "
+        + ("not " + "; ".join(not_mine) if not_mine else "every flavour")
+        + "."
+    )
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -622,6 +660,8 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             )
             + f" of {sum(counts.values())}.",
         ]
+    if len(data["best_schedules"]) >= 2:
+        lines += ["", _own_line(data["best_schedules"])]
     if missing:
         lines += ["", f"Not finished yet (no numbers): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"

@@ -143,6 +143,48 @@ def test_best_schedule_check(tmp_path: Path, same_best: bool, expected: str) -> 
     assert f"The best grid point by mean validation score {expected}" in evidence
 
 
+@pytest.mark.parametrize(
+    ("same_best", "expected"),
+    [
+        # motion's and rhythm's bests are the same point: neither has one of its own.
+        (
+            False,
+            "temporal; not motion (as high: rhythm); rhythm (as high: motion).",
+        ),
+        (True, "no flavour; not motion (as high: temporal, rhythm); temporal (as high: "),
+    ],
+)
+def test_a_flavour_has_a_best_schedule_of_its_own_only_if_no_other_best_ties_it(
+    tmp_path: Path, same_best: bool, expected: str
+) -> None:
+    evidence, headline, _ = _write(tmp_path, _cells(same_best=same_best))
+    for text in (evidence, headline):
+        line = next(x for x in text.splitlines() if x.startswith("A best schedule of its own"))
+        assert line.split("in every seed): ")[1].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("scores", "shared"),
+    [
+        # Each row: the flavour's validation scores per seed of (its best, the other's best).
+        ({"a": ([0.9, 0.9], [0.6, 0.8]), "b": ([0.9, 0.8], [0.5, 0.7])}, {"a": [], "b": []}),
+        ({"a": ([0.9, 0.9], [0.6, 0.9]), "b": ([0.9, 0.8], [0.5, 0.7])}, {"a": ["b"], "b": []}),
+        ({"a": ([0.9, 0.9], [0.9, 0.9]), "b": ([0.8, 0.8], [0.8, 0.9])}, {"a": ["b"], "b": ["a"]}),
+    ],
+)
+def test_own_best_counts_a_tie_in_any_seed_as_shared(
+    scores: dict[str, tuple[list[float], list[float]]], shared: dict[str, list[str]]
+) -> None:
+    best = {
+        flavour: {
+            "best_mean_val": f"{flavour}-point",
+            "val_by_point": {f"{flavour}-point": own, f"{other}-point": theirs},
+        }
+        for (flavour, (own, theirs)), other in zip(scores.items(), reversed(list(scores)))
+    }
+    assert report.own_best(best) == shared
+
+
 def test_each_flavour_says_what_another_flavours_best_schedule_would_cost_it(
     tmp_path: Path,
 ) -> None:
