@@ -5,8 +5,9 @@ For every bundled synthetic flavour and seed (a "cell") it runs, in one Optuna s
 1. planning: the transition graph trained with the knee pruner and the DP (``run_worker``);
 2. the grid baseline: every hand-tuned schedule of the paper's space (clip schedules x decays
    x samplings x epoch budgets), the best chosen by its final validation score;
-3. what a user would pick instead: Optuna's ``TPESampler`` with ``HyperbandPruner`` over the
-   same schedule space, given exactly the planning's compute (clip-frames of training and
+3. what a user would pick instead: Optuna's ``TPESampler`` with ``HyperbandPruner`` (its first
+   rung at the knee pruner's delay, so neither stops a run sooner) over the same schedule
+   space, given exactly the planning's compute (clip-frames of training and
    validation, to the epoch), a schedule it proposes again after training it to the end told
    its first score instead of trained again (``run_tpe``);
 4. the test split, scored video by video for the planned model, the best grid schedule and
