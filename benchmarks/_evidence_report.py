@@ -508,6 +508,7 @@ _VERDICTS = {
 
 def _setting_text(setting: Any, data_text: str | None = None) -> str:
     s = asdict(setting)
+    rung = s["hyperband_min_resource"]
     videos = data_text or (
         f"Per flavour {s['num_classes']} classes, {s['train_per_class']} training videos a "
         f"class ({s['val_fraction']:.0%} of them held out for validation) and "
@@ -534,7 +535,7 @@ def _setting_text(setting: Any, data_text: str | None = None) -> str:
         + f": the paper's clip schedules x decays {list(s['decays'])} x samplings x epoch "
         f"budgets {list(s['grid_epochs'])}, base lr {s['base_lr']}, best by final validation "
         "score. TPE + Hyperband: TPESampler over the same space, HyperbandPruner (min "
-        f"resource {s.get('hyperband_min_resource', 1)} epochs, reduction factor "
+        f"resource {rung} epoch{'' if rung == 1 else 's'}, reduction factor "
         f"{s['hyperband_reduction']}), stopped at the "
         "planning's compute to the epoch, best completed schedule by final validation score; "
         "a schedule it proposes again after training it to the end is not trained again (it "

@@ -501,10 +501,9 @@ def _check_setting(
     mine = report.jsonable(asdict(setting))
     if stored is not None:
         grows = ("flavours", "seeds")
-        # Hyperband's first rung names the TPE studies (Cell.study_names): another one adds
-        # studies beside the stored ones, it mixes nothing. A run stored before it was a
-        # setting used 1.
-        stored = {"hyperband_min_resource": 1, **stored}
+        # Hyperband's first rung names the TPE studies (Cell.study_names): another one, or
+        # none stored (a run from before it was a setting, which used 1), adds studies beside
+        # the stored ones; it mixes nothing.
         renamed = ("hyperband_min_resource",)
         diffs = sorted(k for k in mine if k not in grows + renamed and stored.get(k) != mine[k])
         if diffs:
