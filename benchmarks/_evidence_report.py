@@ -484,14 +484,17 @@ def own_best(best: dict[str, Any]) -> dict[str, list[str]]:
 def _own_line(best: dict[str, Any]) -> str:
     shared = own_best(best)
     mine = [f for f, others in shared.items() if not others]
-    not_mine = [f"{f} (as high: {', '.join(o)})" for f, o in shared.items() if o]
+    not_mine = []
+    for flavour, others in shared.items():
+        if others:
+            owners = " and ".join(f"{other}'s" for other in others)
+            not_mine.append(f"{flavour} ({owners} as high in at least one seed)")
+    verdict = f"{', '.join(mine) or 'no flavour'}."
+    if not_mine:
+        verdict += f" Without one: {'; '.join(not_mine)}."
     return (
         "A best schedule of its own (every other flavour's best grid point scores lower on its "
-        "validation split in every seed): "
-        + (", ".join(mine) or "no flavour")
-        + "; "
-        + ("not " + "; ".join(not_mine) if not_mine else "every flavour")
-        + "."
+        f"validation split in every seed): {verdict}"
     )
 
 

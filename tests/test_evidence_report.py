@@ -149,9 +149,14 @@ def test_best_schedule_check(tmp_path: Path, same_best: bool, expected: str) -> 
         # motion's and rhythm's bests are the same point: neither has one of its own.
         (
             False,
-            "temporal; not motion (as high: rhythm); rhythm (as high: motion).",
+            "temporal. Without one: motion (rhythm's as high in at least one seed); "
+            "rhythm (motion's as high in at least one seed).",
         ),
-        (True, "no flavour; not motion (as high: temporal, rhythm); temporal (as high: "),
+        (
+            True,
+            "no flavour. Without one: motion (temporal's and rhythm's as high in at least one "
+            "seed); temporal (",
+        ),
     ],
 )
 def test_a_flavour_has_a_best_schedule_of_its_own_only_if_no_other_best_ties_it(
