@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.fit_families [--out PATH]``.
 
-Each family of :data:`optuna_opplan._knee.KNEE_CURVES` is fitted to every whole
+Each family of :data:`optuna_opplan._knee_fit.KNEE_CURVES` is fitted to every whole
 constant-learning-rate segment of ``benchmarks.learning_curves`` (ResNet's two per run, whole
 MetaQNN runs). Reported: mean RMSE and R^2 (as the paper's Table 1), the share of failed fits,
 and the mean time per call; plus the time per call on a 200-point series (the speed target is
@@ -24,8 +24,8 @@ import scipy
 from benchmarks import learning_curves as lc
 from benchmarks._env import git_commit
 from benchmarks.learning_curves import Segment
-from optuna_opplan._knee import KNEE_CURVES
-from optuna_opplan._knee import fit_knee
+from optuna_opplan._knee_fit import KNEE_CURVES
+from optuna_opplan._knee_fit import fit_knee
 
 Row = tuple[float, float, bool, float]  # rmse, r2, ok, seconds
 

@@ -55,6 +55,7 @@ from benchmarks._env import load_average
 from benchmarks._env import machine
 from optuna_opplan import _improvement as im
 from optuna_opplan import _knee as knee
+from optuna_opplan._knee_fit import KneeFit
 
 CACHE = Path(__file__).parent / ".work" / "knee_rule"
 PAPER_DELAYS = (5, 10, 15)
@@ -88,7 +89,7 @@ def _stride(values: np.ndarray) -> int:
 
 def _paper_outcomes(values: np.ndarray) -> dict[str, se.Outcome]:
     last = len(values) - 1
-    fits: dict[int, knee.KneeFit] = {}
+    fits: dict[int, KneeFit] = {}
     real_fit = knee.fit_knee
 
     def cached_fit(v: Any, *, curve: str = "exponential", loss: str = "linear") -> Any:

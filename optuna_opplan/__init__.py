@@ -13,9 +13,9 @@ from optuna_opplan._checkpoint import CheckpointError
 from optuna_opplan._checkpoint import load_checkpoint
 from optuna_opplan._graph import TransitionGraph
 from optuna_opplan._knee import KneeDecision
-from optuna_opplan._knee import KneeFit
-from optuna_opplan._knee import fit_knee
 from optuna_opplan._knee import knee_decision
+from optuna_opplan._knee_fit import KneeFit
+from optuna_opplan._knee_fit import fit_knee
 from optuna_opplan._plan import GoalUnreachableError
 from optuna_opplan._plan import Plan
 from optuna_opplan._plan import compute_plan

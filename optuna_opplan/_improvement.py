@@ -23,7 +23,7 @@ from scipy import special
 
 from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import best_retained
-from optuna_opplan._knee import fit_knee
+from optuna_opplan._knee_fit import fit_knee
 
 _Array = NDArray[np.float64]
 
@@ -235,7 +235,7 @@ def improve_decision(
     kept epoch is the best observed one among the last ``delay + 1`` (the trainer's retained
     checkpoints), or epoch 0, the checkpoint the transition started from, if that scored
     better than all of them (with ``keep_source``). When it stops, the curve is also fitted as
-    the paper's rule does (:func:`~optuna_opplan._knee.fit_knee`), for the planner's fitted
+    the paper's rule does (:func:`~optuna_opplan._knee_fit.fit_knee`), for the planner's fitted
     score.
 
     Args:

@@ -21,8 +21,8 @@ import numpy as np
 from optuna_opplan._improvement import DEFAULT_DELAY
 from optuna_opplan._improvement import improve_decision
 from optuna_opplan._knee import KneeDecision
-from optuna_opplan._knee import fit_knee
 from optuna_opplan._knee import knee_decision
+from optuna_opplan._knee_fit import fit_knee
 
 STOPPING_RULES: tuple[str, ...] = ("improve", "paper")
 """Rules of :class:`~optuna_opplan.KneePointPruner`; the first is the default."""

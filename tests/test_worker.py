@@ -354,7 +354,8 @@ def test_a_fit_that_never_succeeds_is_capped_and_fails_the_edge(monkeypatch) -> 
     from optuna_opplan import _knee
 
     def never(values, *, curve="exponential", loss="linear"):  # type: ignore[no-untyped-def]
-        return _knee._fallback(_knee._as_float_array(values), curve, "simulated failure")
+        nan = math.nan
+        return op.KneeFit(0, nan, nan, (), nan, nan, curve, ok=False, message="simulated failure")
 
     monkeypatch.setattr(_knee, "fit_knee", never)
     graph = op.TransitionGraph.basic(

@@ -10,9 +10,9 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 import plotly.graph_objects as go
 
-from optuna_opplan._knee import KNEE_CURVES
-from optuna_opplan._knee import KneeFit
-from optuna_opplan._knee import fit_knee
+from optuna_opplan._knee_fit import KNEE_CURVES
+from optuna_opplan._knee_fit import KneeFit
+from optuna_opplan._knee_fit import fit_knee
 from optuna_opplan._protocol import KEY_KNEE
 from optuna_opplan._protocol import KEY_RESULT
 from optuna_opplan._protocol import KEY_TRANSITION

@@ -17,9 +17,9 @@ else:  # pragma: no cover
 
 from optuna_opplan._improvement import DEFAULT_NOISE_FACTOR
 from optuna_opplan._improvement import DEFAULT_THRESHOLD
-from optuna_opplan._knee import KNEE_CURVES
 from optuna_opplan._knee import KNEE_KEEP_RULES
-from optuna_opplan._knee import KNEE_LOSSES
+from optuna_opplan._knee_fit import KNEE_CURVES
+from optuna_opplan._knee_fit import KNEE_LOSSES
 from optuna_opplan._plan import SCORES
 from optuna_opplan._pruner import DEFAULT_RULE
 from optuna_opplan._stopping import STOPPING_RULES
