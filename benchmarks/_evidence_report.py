@@ -18,6 +18,9 @@ from typing import Any
 from benchmarks._env import git_commit
 from benchmarks._env import load_average
 from benchmarks._env import machine
+from benchmarks._evidence_best import best_schedules
+from benchmarks._evidence_best import own_line
+from benchmarks._evidence_best import section_lines
 from optuna_opplan._bootstrap import paired_difference
 
 LABELS = {"planned": "planned", "grid": "best grid schedule", "tpe": "TPE + Hyperband"}
@@ -152,7 +155,7 @@ def write(
         "cells_done": [[s["flavour"], s["seed"]] for s in summaries],
         "progress": progress,
         "results": results,
-        "best_schedules": _best_schedules(by_flavour),
+        "best_schedules": best_schedules(by_flavour),
         "cells": [{k: v for k, v in s.items()} for s in summaries],
     }
     os.makedirs(out_dir, exist_ok=True)
@@ -206,46 +209,6 @@ def _flavour_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "per_seed_verdict": [d.verdict for d in within],
         }
     return out
-
-
-def _best_schedules(by_flavour: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per flavour: the grid point with the best validation score averaged over finished
-    seeds, each seed's best grid point, and each seed's plan."""
-    out: dict[str, Any] = {}
-    for flavour, rows in by_flavour.items():
-        if not rows:
-            continue
-        points: dict[str, list[float]] = {}
-        for row in rows:
-            for point, value in row["grid"]["val_by_point"].items():
-                points.setdefault(point, []).append(value)
-        mean: dict[str, float] = {k: sum(v) / len(v) for k, v in points.items()}
-        out[flavour] = {
-            "best_mean_val": max(mean, key=mean.__getitem__),
-            "val_by_point": points,
-            "per_seed_grid": [_describe_params(r["grid"]["params"]) for r in rows],
-            "per_seed_plan": [_describe_plan(r["planned"]["plan"]) for r in rows],
-            "per_seed_tpe": [_describe_params(r["tpe"]["params"]) for r in rows],
-        }
-    return out
-
-
-def _describe_params(params: dict[str, Any]) -> str:
-    return (
-        f"{params['sampling']} {params['clip_schedule']} {params['decay']} "
-        f"{params['total_epochs']}ep"
-    )
-
-
-def _describe_plan(plan: dict[str, Any]) -> str:
-    stages = plan.get("stages", [])
-    if not stages:
-        return "(empty)"
-    first = stages[0]["params"].get("sampling", "")
-    path = " -> ".join(
-        f"{s['params']['clip_length']}f@{s['params']['lr']:g}x{s['epochs']}" for s in stages
-    )
-    return f"{first} {path}"
 
 
 def _fmt_ci(value: float, ci: Sequence[float]) -> str:
@@ -308,31 +271,7 @@ def _markdown(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
     for flavour, result in data["results"].items():
         lines += _flavour_lines(flavour, result, len(setting.seeds))
     lines += ["", "## Does the best schedule differ between flavours?", ""]
-    best = data["best_schedules"]
-    if not best:
-        lines.append("No cell finished yet.")
-    for flavour, row in best.items():
-        lines.append(
-            f"- {flavour} (seeds done: {len(row['per_seed_grid'])}): best grid point by mean "
-            f"validation score `{row['best_mean_val']}`; per seed, grid: "
-            f"{'; '.join(row['per_seed_grid'])}; plan: {'; '.join(row['per_seed_plan'])}; "
-            f"TPE: {'; '.join(row['per_seed_tpe'])}"
-        )
-    lines += _cross_lines(best)
-    picks = {row["best_mean_val"] for row in best.values()}
-    if len(best) >= 2:
-        lines += [
-            "",
-            "The best grid point by mean validation score "
-            + ("differs between flavours." if len(picks) > 1 else "is the SAME for all flavours.")
-            + (
-                " (Partial: from the seeds finished so far.)"
-                if data["status"] != "complete"
-                else ""
-            ),
-            "",
-            _own_line(best),
-        ]
+    lines += section_lines(data["best_schedules"], complete=data["status"] == "complete")
     lines += ["", "Raw per-cell data: `evidence.json` beside this file.", ""]
     return "\n".join(lines)
 
@@ -415,91 +354,6 @@ def seeds_for_target(half_width: float, seeds: int) -> int | None:
     if half_width <= target:
         return None
     return math.ceil(round(seeds * (half_width / target) ** 2, 6))
-
-
-def _cross_lines(best: dict[str, Any]) -> list[str]:
-    """Each flavour's best grid point scored on every flavour's validation: how much picking
-    another flavour's schedule would cost."""
-    if len(best) < 2:
-        return []
-    lines = [
-        "",
-        "Each flavour's best grid point (columns) on each flavour's validation split (rows), "
-        "mean over seeds, %; beside it, per seed, its difference from the row's own best "
-        "(the best is picked on these same scores, so a gap of a few points is no evidence):",
-        "",
-        "| validation split | "
-        + " | ".join(f"{f}'s best (`{row['best_mean_val']}`)" for f, row in best.items())
-        + " |",
-        "|---" * (len(best) + 1) + "|",
-    ]
-    for flavour, row in best.items():
-        own = row["val_by_point"][row["best_mean_val"]]
-        cells = []
-        for other in best.values():
-            scores = row["val_by_point"].get(other["best_mean_val"])
-            if scores is None:
-                cells.append("n/a")
-                continue
-            gaps = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(scores, own))
-            cells.append(f"{100 * _mean(scores):.1f} ({gaps})")
-        lines.append(f"| {flavour} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for flavour, row in best.items():
-        scores = row["val_by_point"]
-        own = _mean(scores[row["best_mean_val"]])
-        costs = [
-            f"{other}'s best costs {100 * (own - _mean(scores[o['best_mean_val']])):.1f} points"
-            if o["best_mean_val"] in scores
-            else f"{other}'s best was not run"
-            for other, o in best.items()
-            if other != flavour
-        ]
-        lines.append(f"- On {flavour}: {', '.join(costs)} of mean validation accuracy.")
-    return lines
-
-
-def own_best(best: dict[str, Any]) -> dict[str, list[str]]:
-    """Per flavour, the other flavours whose best grid point scores as high as its own on its
-    validation split in at least one seed: empty when it has a best schedule of its own.
-
-    A point's name differing is not enough: two flavours whose bests are interchangeable share
-    one schedule, whatever the tie-break picked.
-    """
-    out: dict[str, list[str]] = {}
-    for flavour, row in best.items():
-        own = row["val_by_point"][row["best_mean_val"]]
-        out[flavour] = [
-            other
-            for other, o in best.items()
-            if other != flavour
-            and any(
-                theirs >= mine
-                for theirs, mine in zip(row["val_by_point"].get(o["best_mean_val"], []), own)
-            )
-        ]
-    return out
-
-
-def _own_line(best: dict[str, Any]) -> str:
-    shared = own_best(best)
-    mine = [f for f, others in shared.items() if not others]
-    not_mine = []
-    for flavour, others in shared.items():
-        if others:
-            owners = " and ".join(f"{other}'s" for other in others)
-            not_mine.append(f"{flavour} ({owners} as high in at least one seed)")
-    verdict = f"{', '.join(mine) or 'no flavour'}."
-    if not_mine:
-        verdict += f" Without one: {'; '.join(not_mine)}."
-    return (
-        "A best schedule of its own (every other flavour's best grid point scores lower on its "
-        f"validation split in every seed): {verdict}"
-    )
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 _VERDICTS = {
@@ -665,7 +519,7 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             + f" of {sum(counts.values())}.",
         ]
     if len(data["best_schedules"]) >= 2:
-        lines += ["", _own_line(data["best_schedules"])]
+        lines += ["", own_line(data["best_schedules"])]
     if missing:
         lines += ["", f"Not finished yet (no numbers): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"

@@ -168,28 +168,6 @@ def test_a_flavour_has_a_best_schedule_of_its_own_only_if_no_other_best_ties_it(
         assert line.split("in every seed): ")[1].startswith(expected)
 
 
-@pytest.mark.parametrize(
-    ("scores", "shared"),
-    [
-        # Each row: the flavour's validation scores per seed of (its best, the other's best).
-        ({"a": ([0.9, 0.9], [0.6, 0.8]), "b": ([0.9, 0.8], [0.5, 0.7])}, {"a": [], "b": []}),
-        ({"a": ([0.9, 0.9], [0.6, 0.9]), "b": ([0.9, 0.8], [0.5, 0.7])}, {"a": ["b"], "b": []}),
-        ({"a": ([0.9, 0.9], [0.9, 0.9]), "b": ([0.8, 0.8], [0.8, 0.9])}, {"a": ["b"], "b": ["a"]}),
-    ],
-)
-def test_own_best_counts_a_tie_in_any_seed_as_shared(
-    scores: dict[str, tuple[list[float], list[float]]], shared: dict[str, list[str]]
-) -> None:
-    best = {
-        flavour: {
-            "best_mean_val": f"{flavour}-point",
-            "val_by_point": {f"{flavour}-point": own, f"{other}-point": theirs},
-        }
-        for (flavour, (own, theirs)), other in zip(scores.items(), reversed(list(scores)))
-    }
-    assert report.own_best(best) == shared
-
-
 def test_each_flavour_says_what_another_flavours_best_schedule_would_cost_it(
     tmp_path: Path,
 ) -> None:
