@@ -26,18 +26,11 @@ def best_schedules(by_flavour: dict[str, list[dict[str, Any]]]) -> dict[str, Any
         out[flavour] = {
             "best_mean_val": max(mean, key=mean.__getitem__),
             "val_by_point": points,
-            "per_seed_grid": [_describe_params(r["grid"]["params"]) for r in rows],
+            "per_seed_grid": [point_name(r["grid"]["params"]) for r in rows],
             "per_seed_plan": [_describe_plan(r["planned"]["plan"]) for r in rows],
-            "per_seed_tpe": [_describe_params(r["tpe"]["params"]) for r in rows],
+            "per_seed_tpe": [point_name(r["tpe"]["params"]) for r in rows],
         }
     return out
-
-
-def _describe_params(params: dict[str, Any]) -> str:
-    return (
-        f"{params['sampling']} {params['clip_schedule']} {params['decay']} "
-        f"{params['total_epochs']}ep"
-    )
 
 
 def _describe_plan(plan: dict[str, Any]) -> str:
@@ -49,6 +42,14 @@ def _describe_plan(plan: dict[str, Any]) -> str:
         f"{s['params']['clip_length']}f@{s['params']['lr']:g}x{s['epochs']}" for s in stages
     )
     return f"{first} {path}"
+
+
+def point_name(params: dict[str, Any]) -> str:
+    """A schedule of the grid space as the report names it: ``consecutive 4-16 cosine 12ep``."""
+    return (
+        f"{params['sampling']} {params['clip_schedule']} {params['decay']} "
+        f"{params['total_epochs']}ep"
+    )
 
 
 def section_lines(best: dict[str, Any], *, complete: bool) -> list[str]:

@@ -23,12 +23,14 @@ from benchmarks._evidence_best import own_line
 from benchmarks._evidence_best import section_lines
 from optuna_opplan._bootstrap import paired_difference
 
-LABELS = {"planned": "planned", "grid": "best grid schedule", "tpe": "TPE + Hyperband"}
-TARGET_HALF_WIDTH = 0.01
-
 
 def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so stored and fresh compare."""
     return json.loads(json.dumps(value))
+
+
+LABELS = {"planned": "planned", "grid": "best grid schedule", "tpe": "TPE + Hyperband"}
+TARGET_HALF_WIDTH = 0.01
 
 
 def _nice() -> list[str]:

@@ -244,20 +244,20 @@ def test_a_new_hyperband_rung_resumes_a_stored_run_beside_its_tpe_studies() -> N
     from dataclasses import asdict
     from dataclasses import replace
 
-    from benchmarks import _evidence_report as report
-    from benchmarks.evidence import FULL
-    from benchmarks.evidence import Cell
-    from benchmarks.evidence import _check_setting
+    from benchmarks._evidence_cell import Cell
+    from benchmarks._evidence_setting import FULL
+    from benchmarks._evidence_setting import check_setting
+    from benchmarks._evidence_setting import jsonable
 
     storage = optuna.storages.InMemoryStorage()
     # A run stored before Hyperband's first rung was a setting: it had none, and used 1.
-    old = report.jsonable(asdict(FULL))
+    old = jsonable(asdict(FULL))
     del old["hyperband_min_resource"]
     meta = optuna.create_study(storage=storage, study_name="evidence-setting")
     storage.set_study_system_attr(meta._study_id, "setting", old)
     storage.set_study_system_attr(meta._study_id, "list_set", None)
 
-    setting = _check_setting(storage, FULL, None, None)
+    setting = check_setting(storage, FULL, None, None)
     assert setting.hyperband_min_resource == 3
     names = [
         Cell(
@@ -268,4 +268,4 @@ def test_a_new_hyperband_rung_resumes_a_stored_run_beside_its_tpe_studies() -> N
     # The first rung's studies keep their name; another rung's sit beside them.
     assert names == ["evidence-motion-s0-tpe-unique", "evidence-motion-s0-tpe-unique-r3"]
     with pytest.raises(SystemExit, match="differs in knee_delay"):
-        _check_setting(storage, replace(FULL, knee_delay=2), None, None)
+        check_setting(storage, replace(FULL, knee_delay=2), None, None)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import _evidence_report as report
-from benchmarks.evidence import FULL
+from benchmarks._evidence_setting import FULL
 
 VIDEOS = 1200
 PARAMS = {"clip_schedule": "4-16", "decay": "cosine", "total_epochs": 16}

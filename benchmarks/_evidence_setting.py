@@ -1,0 +1,143 @@
+"""What an evidence run depends on (the ``Setting``), its two sizes, and the check that a
+resumed storage was made with the same one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Any
+
+import optuna
+
+from benchmarks._evidence_report import jsonable
+from optuna_opplan.video.synthetic import FLAVOURS
+
+if TYPE_CHECKING:
+    from benchmarks._evidence_data import ListSet
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything a run depends on; stored in the storage and checked on resume."""
+
+    flavours: tuple[str, ...]
+    seeds: tuple[int, ...]
+    num_classes: int
+    train_per_class: int  # the training list's videos; validation is carved from it
+    test_per_class: int
+    num_frames: tuple[int, int]
+    size: int
+    crop: int
+    val_fraction: float
+    clip_lengths: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    knee_rule: str
+    knee_delay: int
+    knee_max_epochs: int
+    grid_epochs: tuple[int, ...]
+    decays: tuple[str, ...]
+    samplings: tuple[str, ...]
+    base_lr: float
+    model: str
+    width: float
+    batch_size: int
+    num_test_clips: int
+    hyperband_reduction: int
+    # Hyperband's first rung, in epochs. The knee pruner never stops a transition before its
+    # delay; Hyperband gets the same grace (with 1 it stopped motion's slow starters at 30-50%
+    # validation before they rose).
+    hyperband_min_resource: int
+
+    def cells(self) -> list[tuple[str, int]]:
+        """Flavour-major: a flavour's interval needs all its seeds, so a partial run reports
+        whole flavours."""
+        return [(f, s) for f in self.flavours for s in self.seeds]
+
+
+FULL = Setting(
+    flavours=FLAVOURS,
+    seeds=(0, 1, 2),
+    num_classes=6,  # valid for every flavour: "motion" wants an even count, "rhythm" 3k
+    train_per_class=40,
+    test_per_class=340,
+    num_frames=(32, 48),
+    size=32,
+    crop=24,
+    val_fraction=0.25,
+    clip_lengths=(4, 8, 16),
+    learning_rates=(0.1, 0.01, 0.001),
+    knee_rule="improve",
+    knee_delay=3,
+    knee_max_epochs=8,
+    grid_epochs=(4, 8, 12, 16),
+    decays=("step", "cosine"),
+    samplings=("consecutive", "uniform"),
+    base_lr=0.1,
+    model="c3d_small",
+    width=0.5,
+    batch_size=8,
+    num_test_clips=2,
+    hyperband_reduction=3,
+    hyperband_min_resource=3,
+)
+SMOKE = replace(
+    FULL,
+    seeds=(0,),
+    train_per_class=2,
+    test_per_class=1,
+    num_frames=(16, 16),
+    val_fraction=0.5,
+    clip_lengths=(2, 4),
+    learning_rates=(0.05,),
+    knee_delay=1,
+    knee_max_epochs=2,
+    hyperband_min_resource=1,
+    grid_epochs=(2, 3),
+    decays=("cosine",),
+    width=0.25,
+    batch_size=4,
+    num_test_clips=1,
+)
+
+
+def study_attrs(study: optuna.Study) -> dict[str, Any]:
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def check_setting(
+    storage: Any, setting: Setting, listset: ListSet | None, seeds: Sequence[int] | None
+) -> Setting:
+    """Store the setting once; refuse to resume a storage made with another one; the setting
+    to run. Flavours and seeds may grow (cells are independent): a new flavour or seed adds
+    cells, and seeds added once stay in the run (without ``seeds``, the stored ones). A user's
+    video set must be the same files."""
+    meta = optuna.create_study(storage=storage, study_name="evidence-setting", load_if_exists=True)
+    attrs = study_attrs(meta)
+    videos = None if listset is None else jsonable(asdict(listset))
+    if "setting" in attrs and attrs.get("list_set") != videos:
+        bundled = "the bundled flavours"
+        raise SystemExit(
+            f"The storage holds a run on other videos ({attrs.get('list_set') or bundled}), "
+            f"not {videos or bundled}: use another --workdir."
+        )
+    meta._storage.set_study_system_attr(meta._study_id, "list_set", videos)
+    stored = attrs.get("setting")
+    setting = replace(setting, seeds=tuple(seeds or (stored or {}).get("seeds") or setting.seeds))
+    mine = jsonable(asdict(setting))
+    if stored is not None:
+        grows = ("flavours", "seeds")
+        # Hyperband's first rung names the TPE studies (Cell.study_names): another one, or
+        # none stored (a run from before it was a setting, which used 1), adds studies beside
+        # the stored ones; it mixes nothing.
+        renamed = ("hyperband_min_resource",)
+        diffs = sorted(k for k in mine if k not in grows + renamed and stored.get(k) != mine[k])
+        if diffs:
+            raise SystemExit(
+                f"The storage holds a run with another setting (differs in {', '.join(diffs)}): "
+                "use another --workdir, or the setting it was started with."
+            )
+    meta._storage.set_study_system_attr(meta._study_id, "setting", mine)
+    return setting
