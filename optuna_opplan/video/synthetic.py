@@ -186,9 +186,10 @@ def generate(
         size: Frame height and width: even, at least 32, and a size decord 0.6 reads back
             (it fails on 48 and 72, say); checked on the first video.
         seed: The frames and list files are a function of the settings, this seed
-            included. The mp4 bytes nearly always are too: under load, x264 has now and then
-            encoded the same frames a few levels differently (none in 4,500 files in one
-            measurement, 46 in 700 in a burst).
+            included. The mp4 bytes mostly are too, but x264 has now and then encoded the
+            same frames a few levels differently. Measured: none in 4,500 files once, 46 in
+            700 in a burst under load, and 6 in 240 between two ``opplan demo`` runs on an
+            idle machine (``benchmarks/results/demo.md``: enough to change the demo's plan).
         test_fraction: Share of each class's videos in the test list (at least one each).
         fps: Frame rate written into the files.
 
