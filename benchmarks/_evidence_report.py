@@ -372,8 +372,9 @@ def _setting_text(setting: Any, data_text: str | None = None) -> str:
         f"Per flavour {s['num_classes']} classes, {s['train_per_class']} training videos a "
         f"class ({s['val_fraction']:.0%} of them held out for validation) and "
         f"{s['test_per_class']} test videos a class; {s['num_frames'][0]}-{s['num_frames'][1]} "
-        f"frames of {s['size']}x{s['size']} px, crops {s['crop']} px, test "
-        f"{s['num_test_clips']} clips x 3 crops."
+        f"frames of {s['size']}x{s['size']} px (synthetic generator version "
+        f"{s['generator_version']}), crops {s['crop']} px, test {s['num_test_clips']} clips "
+        "x 3 crops."
     )
     grid = (
         len(setting.decays) * len(setting.samplings) * len(setting.grid_epochs) * 3

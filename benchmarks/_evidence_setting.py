@@ -14,6 +14,7 @@ import optuna
 
 from benchmarks._evidence_report import jsonable
 from optuna_opplan.video.synthetic import FLAVOURS
+from optuna_opplan.video.synthetic import GENERATOR_VERSION
 
 if TYPE_CHECKING:
     from benchmarks._evidence_data import ListSet
@@ -50,6 +51,9 @@ class Setting:
     # delay; Hyperband gets the same grace (with 1 it stopped motion's slow starters at 30-50%
     # validation before they rose).
     hyperband_min_resource: int
+    # The synthetic generator's version the flavours' videos come from: another version
+    # writes other videos, so a run is resumed only with the one it started with.
+    generator_version: int
 
     def cells(self) -> list[tuple[str, int]]:
         """Flavour-major: a flavour's interval needs all its seeds, so a partial run reports
@@ -82,6 +86,7 @@ FULL = Setting(
     num_test_clips=2,
     hyperband_reduction=3,
     hyperband_min_resource=3,
+    generator_version=GENERATOR_VERSION,
 )
 SMOKE = replace(
     FULL,
@@ -108,12 +113,19 @@ def study_attrs(study: optuna.Study) -> dict[str, Any]:
 
 
 def check_setting(
-    storage: Any, setting: Setting, listset: ListSet | None, seeds: Sequence[int] | None
+    storage: Any,
+    setting: Setting,
+    listset: ListSet | None,
+    seeds: Sequence[int] | None,
+    *,
+    report_only: bool = False,
 ) -> Setting:
     """Store the setting once; refuse to resume a storage made with another one; the setting
     to run. Flavours and seeds may grow (cells are independent): a new flavour or seed adds
     cells, and seeds added once stay in the run (without ``seeds``, the stored ones). A user's
-    video set must be the same files."""
+    video set must be the same files. A run on videos of another generator version is
+    refused, except to rewrite its report (``report_only``), which then states the stored
+    version."""
     meta = optuna.create_study(storage=storage, study_name="evidence-setting", load_if_exists=True)
     attrs = study_attrs(meta)
     videos = None if listset is None else jsonable(asdict(listset))
@@ -133,7 +145,21 @@ def check_setting(
         # none stored (a run from before it was a setting, which used 1), adds studies beside
         # the stored ones; it mixes nothing.
         renamed = ("hyperband_min_resource",)
-        diffs = sorted(k for k in mine if k not in grows + renamed and stored.get(k) != mine[k])
+        # A run from before the version was a setting made its videos with version 1.
+        version = stored.get("generator_version", 1)
+        if listset is None and version != setting.generator_version:
+            if not report_only:
+                raise SystemExit(
+                    f"The storage holds a run on videos of synthetic generator version "
+                    f"{version}; this code writes version {setting.generator_version}, other "
+                    "videos: use another --workdir (or rewrite its report with --report-only)."
+                )
+            setting = replace(setting, generator_version=version)
+            mine = jsonable(asdict(setting))
+        checked = ("generator_version",)
+        diffs = sorted(
+            k for k in mine if k not in grows + renamed + checked and stored.get(k) != mine[k]
+        )
         if diffs:
             raise SystemExit(
                 f"The storage holds a run with another setting (differs in {', '.join(diffs)}): "

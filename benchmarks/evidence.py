@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     storage = create_storage(os.path.join(args.workdir, "evidence.log"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    setting = check_setting(storage, setting, listset, args.seeds)
+    setting = check_setting(storage, setting, listset, args.seeds, report_only=args.report_only)
     context = report.Context.now(argv if argv is not None else sys.argv[1:])
     meta = optuna.load_study(storage=storage, study_name="evidence-setting")
     cells = [

@@ -269,3 +269,42 @@ def test_a_new_hyperband_rung_resumes_a_stored_run_beside_its_tpe_studies() -> N
     assert names == ["evidence-motion-s0-tpe-unique", "evidence-motion-s0-tpe-unique-r3"]
     with pytest.raises(SystemExit, match="differs in knee_delay"):
         check_setting(storage, replace(FULL, knee_delay=2), None, None)
+
+
+@pytest.mark.parametrize(
+    ("stored_version", "report_only", "expected"),
+    [
+        # Before the version was a setting: its videos were version 1's.
+        (None, True, 1),
+        ("other", True, "other"),
+        ("other", False, "refused"),
+        ("current", False, "current"),
+    ],
+)
+def test_a_run_on_another_generators_videos_is_only_reported(
+    stored_version: str | None, report_only: bool, expected: str | int
+) -> None:
+    from dataclasses import asdict
+
+    from benchmarks._evidence_setting import FULL
+    from benchmarks._evidence_setting import check_setting
+    from benchmarks._evidence_setting import jsonable
+
+    current = FULL.generator_version
+    versions = {"current": current, "other": current + 1}
+    storage = optuna.storages.InMemoryStorage()
+    old = jsonable(asdict(FULL))
+    if stored_version is None:
+        del old["generator_version"]
+    else:
+        old["generator_version"] = versions[stored_version]
+    meta = optuna.create_study(storage=storage, study_name="evidence-setting")
+    storage.set_study_system_attr(meta._study_id, "setting", old)
+    storage.set_study_system_attr(meta._study_id, "list_set", None)
+
+    if expected == "refused":
+        with pytest.raises(SystemExit, match=f"generator version {current + 1}; this code"):
+            check_setting(storage, FULL, None, None, report_only=report_only)
+        return
+    setting = check_setting(storage, FULL, None, None, report_only=report_only)
+    assert setting.generator_version == versions.get(str(expected), expected)
