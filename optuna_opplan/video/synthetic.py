@@ -49,7 +49,9 @@ from typing import Any
 import numpy as np
 
 FLAVOURS = ("temporal", "motion", "rhythm")
-GENERATOR_VERSION = 1
+# 2: lossless H.264 (qp 0) where version 1 wrote crf 12, whose files x264 now and then
+# encoded differently from run to run.
+GENERATOR_VERSION = 2
 _MARKER = "synthetic.json"
 _PALETTE = (
     ("red", (230, 40, 40)),
@@ -112,7 +114,11 @@ def write_video(
     """Write uint8 RGB frames ``(T, H, W, 3)`` as an H.264 mp4 (MPEG-4 part 2 without libx264).
 
     Keyframes every ``gop`` frames and no B-frames keep seeking cheap; yuv420p needs even
-    ``H`` and ``W``. High quality, so decoded frames stay close to the written ones.
+    ``H`` and ``W``. H.264 is lossless (qp 0): the decoded frames are the written ones after
+    conversion to yuv420p, whatever the encoder decides, so the same frames always decode the
+    same. With a lossy rate (crf 12, before generator version 2) x264 encoded the same frames
+    differently now and then: in 4 of 6 runs of 10 x 40 small videos in one process, against
+    none of 6 with qp 0, whose files were at most 13 KB where crf 12's were 8 KB.
 
     Example:
         >>> import tempfile
@@ -149,7 +155,7 @@ def write_video(
         if h264:
             # One thread: the frames are tiny, and generation runs one video per process.
             stream.options = {
-                "crf": "12",
+                "qp": "0",
                 "preset": "veryfast",
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:threads=1",
             }
@@ -186,10 +192,10 @@ def generate(
         size: Frame height and width: even, at least 32, and a size decord 0.6 reads back
             (it fails on 48 and 72, say); checked on the first video.
         seed: The frames and list files are a function of the settings, this seed
-            included. The mp4 bytes mostly are too, but x264 has now and then encoded the
-            same frames a few levels differently. Measured: none in 4,500 files once, 46 in
-            700 in a burst under load, and 6 in 240 between two ``opplan demo`` runs on an
-            idle machine (``benchmarks/results/demo.md``: enough to change the demo's plan).
+            included, and so are the decoded frames (H.264 is lossless: see
+            :func:`write_video`). Generator version 1's lossy files were not: x264 encoded
+            6 of 240 of the demo's files differently between two runs on an idle machine,
+            enough to change the demo's plan (``benchmarks/results/demo.md``).
         test_fraction: Share of each class's videos in the test list (at least one each).
         fps: Frame rate written into the files.
 
