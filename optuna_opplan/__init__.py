@@ -11,8 +11,8 @@ from optuna_opplan._bootstrap import Difference
 from optuna_opplan._bootstrap import paired_difference
 from optuna_opplan._checkpoint import CheckpointError
 from optuna_opplan._checkpoint import load_checkpoint
+from optuna_opplan._decision import KneeDecision
 from optuna_opplan._graph import TransitionGraph
-from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import knee_decision
 from optuna_opplan._knee_fit import KneeFit
 from optuna_opplan._knee_fit import fit_knee

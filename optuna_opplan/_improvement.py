@@ -14,15 +14,15 @@ Pure numpy, so that the pruner, the planner and the benchmarks share it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 import math
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from optuna_opplan._knee import KneeDecision
-from optuna_opplan._knee import best_retained
+from optuna_opplan._decision import ImprovementEstimate
+from optuna_opplan._decision import KneeDecision
+from optuna_opplan._decision import best_retained
 from optuna_opplan._knee_fit import fit_knee
 
 _Array = NDArray[np.float64]
@@ -32,28 +32,6 @@ _POWER_EXPONENTS = (0.25, 0.5, 1.0, 2.0)
 _MIN_WINDOW = 6
 _RESOLUTION = 1e-3
 _STARTED_FACTOR = 4.0
-
-
-@dataclass(frozen=True)
-class ImprovementEstimate:
-    """What :func:`improvement_probability` found.
-
-    Attributes:
-        probability: The probability that training on gains more than ``tolerance``.
-        tolerance: ``min_delta`` plus ``noise_factor`` times ``noise`` (at least 0.1% of the
-            curve's range).
-        noise: The residual standard deviation of the best model over the fitted window.
-        expected_gain: The ensemble's mean predicted gain (0 for a falling model).
-        window: The first epoch of the fitted window.
-        horizon: The last epoch the extrapolation reaches.
-    """
-
-    probability: float
-    tolerance: float
-    noise: float
-    expected_gain: float
-    window: int
-    horizon: int
 
 
 def _jitter(y: _Array) -> float:
@@ -253,7 +231,7 @@ def improve_decision(
         from_scratch: The run starts from an untrained model (it may still be at chance).
 
     Returns:
-        A :class:`~optuna_opplan._knee.KneeDecision` whose ``improvement`` holds the estimate
+        A :class:`~optuna_opplan._decision.KneeDecision` whose ``improvement`` holds the estimate
         it decided on (:obj:`None` while warming up or not started).
 
     Example:

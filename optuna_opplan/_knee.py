@@ -8,59 +8,18 @@ Once ``T`` epochs have run, the rule fits the knee ``t*`` of the transition's va
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
 
+from optuna_opplan._decision import KneeDecision
+from optuna_opplan._decision import best_retained
 from optuna_opplan._knee_fit import KNEE_CURVES
 from optuna_opplan._knee_fit import KNEE_LOSSES
-from optuna_opplan._knee_fit import KneeFit
 from optuna_opplan._knee_fit import as_scores
 from optuna_opplan._knee_fit import fit_knee
 
-if TYPE_CHECKING:
-    from optuna_opplan._improvement import ImprovementEstimate
-
 KNEE_KEEP_RULES: tuple[str, ...] = ("best", "knee")
 """What :func:`knee_decision` keeps: the best observed retained epoch, or the knee."""
-
-_Array = NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class KneeDecision:
-    """The result of :func:`knee_decision`: whether a transition stops now, and what it keeps.
-
-    Attributes:
-        stop:
-            :obj:`True` if training should stop after the current epoch.
-        keep_epoch:
-            The epoch whose checkpoint to keep if training stops now (0 = the parent's). Always
-            one of the retained epochs ``max(0, n - delay) .. n`` for current epoch ``n``.
-        fit:
-            The knee fit, or :obj:`None` before ``delay`` epochs have run (the "improve" rule
-            fits only when it stops).
-        reason:
-            ``"warming_up"`` (fewer than ``delay`` epochs), ``"before_knee"`` (fitted, epoch
-            ``< t* + delay``), ``"knee"`` (stop: epoch ``>= t* + delay``), ``"max_epochs"``
-            (stop: the cap), or ``"fit_failed"`` (the fit failed: go on until the cap). A
-            ``"knee"`` or ``"max_epochs"`` decision whose knee predates the retained epochs has
-            ``" (keep clamped to the oldest retained epoch)"`` appended. The "improve" rule
-            (:func:`~optuna_opplan._improvement.improve_decision`) adds ``"not_started"``
-            (still at its epoch-0 level: go on), ``"improving"`` (go on) and
-            ``"no_improvement"`` (stop).
-        improvement:
-            What the "improve" rule decided on (probability of improvement, tolerance, noise),
-            or :obj:`None` (the paper's rule, or before the first estimate).
-    """
-
-    stop: bool
-    keep_epoch: int
-    fit: KneeFit | None
-    reason: str
-    improvement: ImprovementEstimate | None = None
 
 
 _CLAMPED = " (keep clamped to the oldest retained epoch)"
@@ -68,15 +27,6 @@ _CLAMPED = " (keep clamped to the oldest retained epoch)"
 
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
-
-
-def best_retained(y: _Array, first: int) -> int:
-    """The index of the best finite score from ``first`` on (the last one if none is finite)."""
-    window = y[first:]
-    finite = np.isfinite(window)
-    if not finite.any():
-        return len(y) - 1
-    return first + int(np.argmax(np.where(finite, window, -np.inf)))
 
 
 def knee_decision(

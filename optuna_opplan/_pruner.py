@@ -9,10 +9,10 @@ from optuna.study import Study
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
+from optuna_opplan._decision import KneeDecision
 from optuna_opplan._improvement import DEFAULT_NOISE_FACTOR
 from optuna_opplan._improvement import DEFAULT_THRESHOLD
 from optuna_opplan._knee import KNEE_KEEP_RULES
-from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee_fit import KNEE_CURVES
 from optuna_opplan._knee_fit import KNEE_LOSSES
 from optuna_opplan._protocol import CANCELLED

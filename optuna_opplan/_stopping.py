@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from optuna_opplan._decision import KneeDecision
 from optuna_opplan._improvement import DEFAULT_DELAY
 from optuna_opplan._improvement import improve_decision
-from optuna_opplan._knee import KneeDecision
 from optuna_opplan._knee import knee_decision
 from optuna_opplan._knee_fit import fit_knee
 
