@@ -13,9 +13,9 @@ import numpy as np
 
 from optuna_opplan._decision import KneeDecision
 from optuna_opplan._decision import best_retained
-from optuna_opplan._knee_fit import KNEE_CURVES
-from optuna_opplan._knee_fit import KNEE_LOSSES
 from optuna_opplan._knee_fit import as_scores
+from optuna_opplan._knee_fit import check_curve
+from optuna_opplan._knee_fit import check_loss
 from optuna_opplan._knee_fit import fit_knee
 
 KNEE_KEEP_RULES: tuple[str, ...] = ("best", "knee")
@@ -61,11 +61,12 @@ def knee_decision(
         max_epochs:
             Stop when ``n >= max_epochs``; :obj:`None` for no cap.
         curve:
-            One of :data:`KNEE_CURVES`.
+            One of :data:`~optuna_opplan._knee_fit.KNEE_CURVES`.
         keep:
             One of :data:`KNEE_KEEP_RULES`.
         loss:
-            One of :data:`KNEE_LOSSES`, passed to :func:`~optuna_opplan._knee_fit.fit_knee`.
+            One of :data:`~optuna_opplan._knee_fit.KNEE_LOSSES`, passed to
+            :func:`~optuna_opplan._knee_fit.fit_knee`.
 
     Returns:
         A :class:`KneeDecision`.
@@ -87,12 +88,10 @@ def knee_decision(
         raise ValueError(
             f"`max_epochs` must be a positive int or None, but got max_epochs={max_epochs!r}."
         )
-    if curve not in KNEE_CURVES:
-        raise ValueError(f"`curve` must be one of {KNEE_CURVES}, but got curve={curve!r}.")
+    check_curve(curve)
     if keep not in KNEE_KEEP_RULES:
         raise ValueError(f"`keep` must be one of {KNEE_KEEP_RULES}, but got keep={keep!r}.")
-    if loss not in KNEE_LOSSES:
-        raise ValueError(f"`loss` must be one of {KNEE_LOSSES}, but got loss={loss!r}.")
+    check_loss(loss)
     y = as_scores(values)
 
     n = len(y) - 1

@@ -234,9 +234,16 @@ class KneeFit:
         )
 
 
-def _validate_curve(curve: str) -> None:
+def check_curve(curve: str) -> None:
+    """A :class:`ValueError` naming ``curve`` unless it is one of :data:`KNEE_CURVES`."""
     if curve not in _FAMILIES:
         raise ValueError(f"`curve` must be one of {KNEE_CURVES}, but got curve={curve!r}.")
+
+
+def check_loss(loss: str) -> None:
+    """A :class:`ValueError` naming ``loss`` unless it is one of :data:`KNEE_LOSSES`."""
+    if loss not in KNEE_LOSSES:
+        raise ValueError(f"`loss` must be one of {KNEE_LOSSES}, but got loss={loss!r}.")
 
 
 def as_scores(values: Sequence[float] | np.ndarray) -> _Array:
@@ -362,9 +369,8 @@ def fit_knee(
         >>> fit.ok, fit.epoch, round(fit.value, 3)
         (True, 10, 0.71)
     """
-    _validate_curve(curve)
-    if loss not in KNEE_LOSSES:
-        raise ValueError(f"`loss` must be one of {KNEE_LOSSES}, but got loss={loss!r}.")
+    check_curve(curve)
+    check_loss(loss)
     y_all = as_scores(values)
 
     finite = np.isfinite(y_all)

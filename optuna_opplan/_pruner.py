@@ -13,8 +13,8 @@ from optuna_opplan._decision import KneeDecision
 from optuna_opplan._improvement import DEFAULT_NOISE_FACTOR
 from optuna_opplan._improvement import DEFAULT_THRESHOLD
 from optuna_opplan._knee import KNEE_KEEP_RULES
-from optuna_opplan._knee_fit import KNEE_CURVES
-from optuna_opplan._knee_fit import KNEE_LOSSES
+from optuna_opplan._knee_fit import check_curve
+from optuna_opplan._knee_fit import check_loss
 from optuna_opplan._protocol import CANCELLED
 from optuna_opplan._protocol import KEY_EPOCH0
 from optuna_opplan._protocol import KEY_KNEE
@@ -148,12 +148,10 @@ class KneePointPruner(BasePruner):
             delay = DEFAULT_DELAYS[rule]
         _positive_int("delay", delay)
         _positive_int("max_epochs", max_epochs)
-        if curve not in KNEE_CURVES:
-            raise ValueError(f"`curve` must be one of {KNEE_CURVES}, but got curve={curve!r}.")
+        check_curve(curve)
         if keep not in KNEE_KEEP_RULES:
             raise ValueError(f"`keep` must be one of {KNEE_KEEP_RULES}, but got keep={keep!r}.")
-        if loss not in KNEE_LOSSES:
-            raise ValueError(f"`loss` must be one of {KNEE_LOSSES}, but got loss={loss!r}.")
+        check_loss(loss)
         _fraction("threshold", threshold, open_interval=True)
         _fraction("min_delta", min_delta, open_interval=False)
         _fraction("noise_factor", noise_factor, open_interval=False)
