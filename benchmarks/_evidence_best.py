@@ -144,6 +144,7 @@ def own_best(best: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def own_line(best: dict[str, Any]) -> str:
+    """:func:`own_best` as the report's one line: who has a best schedule of its own, who not."""
     shared = own_best(best)
     mine = [f for f, others in shared.items() if not others]
     not_mine = []
