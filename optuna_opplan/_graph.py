@@ -1,3 +1,6 @@
+"""The transition graph: the states on a grid of axes, the allowed changes between them (a DAG),
+and the presets of the paper (basic, extended)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,6 +13,10 @@ import json
 from typing import Any
 
 from optuna_opplan._axis import Axis
+from optuna_opplan._dag import closure
+from optuna_opplan._dag import longest_from_initial
+from optuna_opplan._dag import longest_to_goal
+from optuna_opplan._dag import raise_on_cycle
 from optuna_opplan._state import State
 from optuna_opplan._transition import Transition
 
@@ -107,7 +114,7 @@ class TransitionGraph:
             }
         else:
             edges = {s: [t for t in all_states if t != s and allowed(s, t)] for s in all_states}
-        _raise_on_cycle(all_states, edges)
+        raise_on_cycle(all_states, edges)
         incoming = {s: 0 for s in all_states}
         for targets in edges.values():
             for t in targets:
@@ -115,7 +122,7 @@ class TransitionGraph:
 
         start_states = self._select(start, all_states, "start", lambda s: incoming[s] == 0)
         goal_states = self._select(goals, all_states, "goals", lambda s: not edges[s])
-        reachable = _closure(start_states, edges)
+        reachable = closure(start_states, edges)
         for goal in goal_states:
             if goal not in reachable:
                 raise ValueError(
@@ -126,7 +133,7 @@ class TransitionGraph:
         for s, targets in edges.items():
             for t in targets:
                 reverse[t].append(s)
-        useful = reachable & _closure(goal_states, reverse)
+        useful = reachable & closure(goal_states, reverse)
 
         order = {s: i for i, s in enumerate(all_states)}
         kept = [s for s in all_states if s in useful]
@@ -140,7 +147,7 @@ class TransitionGraph:
         # Longest distances give a topological order in which transitions with the longest
         # remaining path come first (Hu's rule): list scheduling on it keeps the critical path
         # busy, and every transition into a state still precedes every transition out of it.
-        self._depth = _longest_from_initial(kept, self._successors)
+        self._depth = longest_from_initial(kept, self._successors)
         if cost is not None:
             for state in kept:
                 value = cost(state)
@@ -148,9 +155,9 @@ class TransitionGraph:
                     raise ValueError(
                         f"`cost` must be positive, but cost({state.key}) = {value!r}."
                     )
-        self._height = _longest_to_goal(kept, self._successors, set(goal_states))
+        self._height = longest_to_goal(kept, self._successors, set(goal_states))
         weight = self._cost or (lambda _: 1.0)
-        work = _longest_to_goal(kept, self._successors, set(goal_states), weight)
+        work = longest_to_goal(kept, self._successors, set(goal_states), weight)
         self.states: tuple[State, ...] = tuple(
             sorted(kept, key=lambda s: (self._depth[s], order[s]))
         )
@@ -461,83 +468,3 @@ class TransitionGraph:
         if not chosen:
             raise ValueError(f"`{what}` selects no state of this graph.")
         return chosen
-
-
-def _closure(roots: Sequence[State], edges: Mapping[State, Sequence[State]]) -> set[State]:
-    seen = set(roots)
-    stack = list(roots)
-    while stack:
-        for nxt in edges[stack.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def _raise_on_cycle(states: list[State], edges: Mapping[State, Sequence[State]]) -> None:
-    colour = dict.fromkeys(states, 0)  # 0 new, 1 on the stack, 2 done
-    for root in states:
-        if colour[root]:
-            continue
-        stack: list[tuple[State, int]] = [(root, 0)]
-        path = [root]
-        colour[root] = 1
-        while stack:
-            node, i = stack.pop()
-            targets = edges[node]
-            if i < len(targets):
-                stack.append((node, i + 1))
-                nxt = targets[i]
-                if colour[nxt] == 1:
-                    cycle = path[path.index(nxt) :] + [nxt]
-                    raise ValueError(
-                        "The transition rule allows a cycle, so training could loop forever: "
-                        + " -> ".join(s.key for s in cycle)
-                    )
-                if colour[nxt] == 0:
-                    colour[nxt] = 1
-                    path.append(nxt)
-                    stack.append((nxt, 0))
-            else:
-                colour[node] = 2
-                path.pop()
-
-
-def _longest_from_initial(
-    states: list[State], successors: Mapping[State | None, list[State]]
-) -> dict[State, int]:
-    indegree = dict.fromkeys(states, 0)
-    for source, targets in successors.items():
-        if source is not None:
-            for t in targets:
-                indegree[t] += 1
-    depth = {s: 1 for s in successors[None]}
-    ready = [s for s in states if indegree[s] == 0]
-    while ready:
-        node = ready.pop()
-        for t in successors[node]:
-            depth[t] = max(depth.get(t, 0), depth.get(node, 1) + 1)
-            indegree[t] -= 1
-            if indegree[t] == 0:
-                ready.append(t)
-    return depth
-
-
-def _longest_to_goal(
-    states: list[State],
-    successors: Mapping[State | None, list[State]],
-    goals: set[State],
-    weight: Callable[[State], float] | None = None,
-) -> dict[State, float]:
-    # Every kept state reaches a goal. Visiting states deepest first sees successors before
-    # their sources, since a transition always leads to a deeper state. Without a weight the
-    # result counts transitions; with one, the sum of the targets' weights.
-    step = weight or (lambda _: 1)
-    depth = _longest_from_initial(states, successors)
-    height: dict[State, float] = {}
-    for node in sorted(states, key=lambda s: -depth[s]):
-        reachable = [height[t] + step(t) for t in successors[node] if height[t] >= 0]
-        height[node] = max(reachable, default=0 if node in goals else -1)
-        if node in goals:
-            height[node] = max(height[node], 0)
-    return height
