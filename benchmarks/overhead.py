@@ -25,13 +25,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 import cProfile
-import datetime
 import io
 import os
-import platform
 import pstats
-import shlex
-import sys
 import tempfile
 import time
 from typing import Any
@@ -40,9 +36,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from benchmarks._env import cpu_model
-from benchmarks._env import git_commit
 from benchmarks._env import load_average
+from benchmarks._results import RESULTS_DIR
+from benchmarks._results import command_line
+from benchmarks._results import header_lines
+from benchmarks._results import markdown_table
+from benchmarks._results import text_table
 import optuna_opplan as op
 from optuna_opplan._plan import resolve_states
 from optuna_opplan._progress import Progress
@@ -58,44 +57,6 @@ from optuna_opplan.simulation import SimulatedObjective
 PRUNER_POINTS = (10, 50, 100, 200)
 ASK_TRIALS = (10, 100, 1000)
 DP_TRANSITIONS = (10, 100, 1000, 10000)
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-# ------------------------------------------------------------------------- shared helpers
-def machine_info() -> dict[str, str]:
-    """What the numbers were measured on (the other benchmark scripts reuse this)."""
-    return {
-        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
-        "optuna": optuna.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def command_line() -> str:
-    spec = sys.modules["__main__"].__spec__
-    name = spec.name if spec is not None else "benchmarks.overhead"
-    return ".venv/bin/python -m " + shlex.join([name, *sys.argv[1:]])
-
-
-def header_lines(title: str, command: str, load_at_start: str = "") -> list[str]:
-    """The result file's head; the load average shows how shared the machine was."""
-    info = machine_info()
-    load = f"{load_at_start} at the start, " if load_at_start else ""
-    return [
-        f"# {title}",
-        "",
-        f"- Command: `{command}` (from the repository root)",
-        f"- Date: {info['date']}",
-        f"- Commit: {git_commit()}",
-        f"- Machine: {info['nproc']} CPUs (`nproc`), {info['cpu']}, {info['platform']}",
-        f"- Python {info['python']}, optuna {info['optuna']}, numpy {info['numpy']}",
-        f"- Load average (1, 5, 15 min): {load}{load_average()} at the end",
-        "",
-    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -104,17 +65,6 @@ def pct(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
 
 
 def grid_graph(target: int) -> op.TransitionGraph:

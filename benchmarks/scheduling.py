@@ -44,11 +44,11 @@ import numpy as np
 import optuna
 
 from benchmarks._env import load_average
-from benchmarks.overhead import RESULTS_DIR
-from benchmarks.overhead import command_line
-from benchmarks.overhead import header_lines
-from benchmarks.overhead import markdown_table
-from benchmarks.overhead import text_table
+from benchmarks._results import RESULTS_DIR
+from benchmarks._results import command_line
+from benchmarks._results import header_lines
+from benchmarks._results import markdown_table
+from benchmarks._results import text_table
 import optuna_opplan as op
 from optuna_opplan._protocol import KEY_TRANSITION
 from optuna_opplan.simulation import SimulatedObjective
