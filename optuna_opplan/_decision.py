@@ -1,6 +1,6 @@
 """What a stopping rule decides after an epoch: stop or train on, which retained checkpoint a
 transition keeps, and what the decision rested on. Both rules (the paper's knee rule and the
-"improve" rule) return a :class:`KneeDecision`."""
+"improve" rule) return a :class:`KneeDecision`, and both check their common arguments here."""
 
 from __future__ import annotations
 
@@ -79,3 +79,18 @@ def best_retained(y: _Array, first: int) -> int:
     if not finite.any():
         return len(y) - 1
     return first + int(np.argmax(np.where(finite, window, -np.inf)))
+
+
+def check_window(delay: object, max_epochs: object) -> None:
+    """Raise unless ``delay`` is a positive int and ``max_epochs`` one or None: the arguments
+    both rules take."""
+    if not _is_positive_int(delay):
+        raise ValueError(f"`delay` must be a positive int, but got delay={delay!r}.")
+    if max_epochs is not None and not _is_positive_int(max_epochs):
+        raise ValueError(
+            f"`max_epochs` must be a positive int or None, but got max_epochs={max_epochs!r}."
+        )
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)

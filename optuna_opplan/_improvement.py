@@ -23,6 +23,7 @@ from scipy import special
 from optuna_opplan._decision import ImprovementEstimate
 from optuna_opplan._decision import KneeDecision
 from optuna_opplan._decision import best_retained
+from optuna_opplan._decision import check_window
 from optuna_opplan._knee_fit import fit_knee
 
 _Array = NDArray[np.float64]
@@ -245,12 +246,7 @@ def improve_decision(
         >>> d.stop, d.reason
         (True, 'no_improvement')
     """
-    if not _is_positive_int(delay):
-        raise ValueError(f"`delay` must be a positive int, but got delay={delay!r}.")
-    if max_epochs is not None and not _is_positive_int(max_epochs):
-        raise ValueError(
-            f"`max_epochs` must be a positive int or None, but got max_epochs={max_epochs!r}."
-        )
+    check_window(delay, max_epochs)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"`threshold` must be in (0, 1), but got threshold={threshold!r}.")
     if not min_delta >= 0.0:
@@ -282,7 +278,3 @@ def improve_decision(
     if estimate.probability >= threshold:
         return KneeDecision(False, best, None, "improving", estimate)
     return KneeDecision(True, best, fit_knee(y), "no_improvement", estimate)
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)

@@ -13,6 +13,7 @@ import numpy as np
 
 from optuna_opplan._decision import KneeDecision
 from optuna_opplan._decision import best_retained
+from optuna_opplan._decision import check_window
 from optuna_opplan._knee_fit import as_scores
 from optuna_opplan._knee_fit import check_curve
 from optuna_opplan._knee_fit import check_loss
@@ -23,10 +24,6 @@ KNEE_KEEP_RULES: tuple[str, ...] = ("best", "knee")
 
 
 _CLAMPED = " (keep clamped to the oldest retained epoch)"
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
 def knee_decision(
@@ -82,12 +79,7 @@ def knee_decision(
         >>> decision.stop, decision.keep_epoch, decision.reason
         (True, 10, 'knee')
     """
-    if not _is_positive_int(delay):
-        raise ValueError(f"`delay` must be a positive int, but got delay={delay!r}.")
-    if max_epochs is not None and not _is_positive_int(max_epochs):
-        raise ValueError(
-            f"`max_epochs` must be a positive int or None, but got max_epochs={max_epochs!r}."
-        )
+    check_window(delay, max_epochs)
     check_curve(curve)
     if keep not in KNEE_KEEP_RULES:
         raise ValueError(f"`keep` must be one of {KNEE_KEEP_RULES}, but got keep={keep!r}.")

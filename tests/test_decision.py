@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from optuna_opplan._decision import best_retained
+from optuna_opplan._decision import check_window
 
 
 @pytest.mark.parametrize(
@@ -24,3 +25,24 @@ from optuna_opplan._decision import best_retained
 )
 def test_best_retained(values: list[float], first: int, expected: int) -> None:
     assert best_retained(np.asarray(values, dtype=np.float64), first) == expected
+
+
+@pytest.mark.parametrize(
+    ("delay", "max_epochs", "message"),
+    [
+        (3, None, None),
+        (np.int64(3), np.int64(8), None),
+        (0, None, "`delay` must be a positive int, but got delay=0."),
+        (True, None, "`delay` must be a positive int, but got delay=True."),
+        (2.0, None, "`delay` must be a positive int, but got delay=2.0."),
+        (3, 0, "`max_epochs` must be a positive int or None, but got max_epochs=0."),
+        (3, "8", "`max_epochs` must be a positive int or None, but got max_epochs='8'."),
+    ],
+)
+def test_check_window(delay: object, max_epochs: object, message: str | None) -> None:
+    if message is None:
+        check_window(delay, max_epochs)
+        return
+    with pytest.raises(ValueError) as info:
+        check_window(delay, max_epochs)
+    assert str(info.value) == message
