@@ -1,4 +1,5 @@
-"""The plan config's ``[knee]`` section reaches the pruner; bad values name their key."""
+"""The plan config: the ``[knee]`` section reaches the pruner, samplings are the runtime's; bad
+values name their key."""
 
 from __future__ import annotations
 
@@ -43,4 +44,30 @@ def test_knee_section_configures_the_pruner(
 def test_bad_knee_values_name_their_key(knee: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         PlanConfig.from_dict({"knee": knee})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "samplings", "message"),
+    [
+        ("graph", ["consecutive", "strided", "uniform"], None),
+        ("grid", ["strided"], None),
+        (
+            "graph",
+            ["consecutive", "dense"],
+            "`graph.samplings`/`grid.samplings` values must be one of "
+            "('consecutive', 'strided', 'uniform'), but got 'dense'.",
+        ),
+        ("grid", ["Uniform"], "but got 'Uniform'."),
+    ],
+)
+def test_samplings_are_the_runtime_ones(
+    section: str, samplings: list[str], message: str | None
+) -> None:
+    if message is None:
+        config = PlanConfig.from_dict({section: {"samplings": samplings}})
+        assert config.data[section]["samplings"] == samplings
+        return
+    with pytest.raises(ConfigError) as info:
+        PlanConfig.from_dict({section: {"samplings": samplings}})
     assert message in str(info.value)

@@ -20,8 +20,16 @@ from optuna_opplan.video import sample_test_clips
         (10, 4, "uniform", [1, 3, 6, 8]),
         (4, 4, "uniform", [0, 1, 2, 3]),
         (100, 1, "uniform", [50]),
-        # Short videos: consecutive loops from frame 0, uniform repeats to the nearest frame.
+        # Strided: every second frame of the centred window of 2 * clip_length - 1 frames.
+        (10, 4, "strided", [1, 3, 5, 7]),
+        (11, 4, "strided", [2, 4, 6, 8]),
+        (7, 4, "strided", [0, 2, 4, 6]),
+        (100, 1, "strided", [49]),
+        # Short videos: consecutive loops from frame 0, uniform repeats to the nearest frame,
+        # strided loops at its stride.
         (3, 7, "consecutive", [0, 1, 2, 0, 1, 2, 0]),
+        (5, 4, "strided", [0, 2, 4, 1]),
+        (1, 3, "strided", [0, 0, 0]),
         (3, 6, "uniform", [0, 0, 1, 1, 2, 2]),
         (1, 3, "consecutive", [0, 0, 0]),
         (1, 3, "uniform", [0, 0, 0]),
@@ -35,7 +43,7 @@ def test_eval_indices_are_exact(
     assert indices.tolist() == expected
 
 
-@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+@pytest.mark.parametrize("sampling", ["consecutive", "strided", "uniform"])
 @pytest.mark.parametrize(("num_frames", "clip_length"), [(64, 8), (65, 16), (17, 16), (5, 9)])
 def test_train_indices_stay_in_bounds(num_frames: int, clip_length: int, sampling: str) -> None:
     rng = np.random.default_rng(0)
@@ -57,6 +65,17 @@ def test_train_consecutive_is_a_run_from_a_random_start() -> None:
     assert starts == set(range(16))
 
 
+def test_train_strided_takes_every_second_frame_from_a_random_start() -> None:
+    rng = np.random.default_rng(1)
+    starts = set()
+    for _ in range(300):
+        indices = sample_clip_indices(20, 5, "strided", train=True, rng=rng)
+        assert np.all(np.diff(indices) == 2)
+        starts.add(int(indices[0]))
+    # A clip of 5 spans 9 frames: it starts anywhere in 0..11.
+    assert starts == set(range(12))
+
+
 def test_train_uniform_takes_one_frame_per_segment() -> None:
     rng = np.random.default_rng(2)
     seen = set()
@@ -68,7 +87,7 @@ def test_train_uniform_takes_one_frame_per_segment() -> None:
     assert seen == set(range(20))
 
 
-@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+@pytest.mark.parametrize("sampling", ["consecutive", "strided", "uniform"])
 def test_train_sampling_is_deterministic_for_a_seed(sampling: str) -> None:
     def draw(seed: int) -> list[list[int]]:
         rng = np.random.default_rng(seed)
@@ -85,6 +104,8 @@ def test_train_sampling_is_deterministic_for_a_seed(sampling: str) -> None:
     [
         (20, 4, "consecutive", 2, [[4, 5, 6, 7], [12, 13, 14, 15]]),
         (8, 2, "uniform", 2, [[1, 5], [3, 7]]),
+        (21, 4, "strided", 2, [[3, 5, 7, 9], [10, 12, 14, 16]]),
+        (5, 4, "strided", 2, [[0, 2, 4, 1]] * 2),
         (4, 4, "consecutive", 3, [[0, 1, 2, 3]] * 3),
         (2, 3, "consecutive", 2, [[0, 1, 0]] * 2),
         (2, 4, "uniform", 2, [[0, 0, 1, 1]] * 2),
@@ -98,7 +119,7 @@ def test_test_clips_are_exact(
     assert clips.tolist() == expected
 
 
-@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+@pytest.mark.parametrize("sampling", ["consecutive", "strided", "uniform"])
 @pytest.mark.parametrize(("num_frames", "clip_length"), [(128, 8), (37, 16), (100, 32)])
 def test_one_test_clip_is_the_eval_clip(num_frames: int, clip_length: int, sampling: str) -> None:
     single = sample_test_clips(num_frames, clip_length, sampling, 1)
@@ -106,14 +127,14 @@ def test_one_test_clip_is_the_eval_clip(num_frames: int, clip_length: int, sampl
     assert single.tolist() == [centre.tolist()]
 
 
-@pytest.mark.parametrize("sampling", ["consecutive", "uniform"])
+@pytest.mark.parametrize("sampling", ["consecutive", "strided", "uniform"])
 def test_test_clips_spread_over_the_video(sampling: str) -> None:
     clips = sample_test_clips(300, 16, sampling, 10)
     assert clips.shape == (10, 16)
     assert clips.min() >= 0 and clips.max() < 300
     firsts = clips[:, 0]
     assert np.all(np.diff(firsts) > 0)
-    if sampling == "consecutive":
+    if sampling != "uniform":
         assert firsts[0] < 30 and clips[-1, -1] > 270
 
 

@@ -23,6 +23,7 @@ from optuna_opplan._knee_fit import KNEE_LOSSES
 from optuna_opplan._plan import SCORES
 from optuna_opplan._pruner import DEFAULT_RULE
 from optuna_opplan._stopping import STOPPING_RULES
+from optuna_opplan.video._sampling import SAMPLINGS
 
 # Every key a plan config may hold, with its default and type. Defaults are the embedded demo:
 # the bundled synthetic videos, a tiny network, CPU-sized clips.
@@ -248,9 +249,9 @@ class PlanConfig:
             )
         for key in ("samplings",):
             for value in self.data["graph"][key] + self.data["grid"][key]:
-                if value not in ("consecutive", "uniform"):
+                if value not in SAMPLINGS:
                     raise ConfigError(
-                        f"`graph.{key}`/`grid.{key}` values must be 'consecutive' or 'uniform', "
+                        f"`graph.{key}`/`grid.{key}` values must be one of {SAMPLINGS}, "
                         f"but got {value!r}."
                     )
         for value in self.data["grid"]["decays"]:

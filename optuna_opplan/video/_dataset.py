@@ -59,7 +59,7 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         entries: The labelled videos.
         classes: Class names; labels index them.
         clip_length: Frames per clip.
-        sampling: ``"consecutive"`` or ``"uniform"``.
+        sampling: ``"consecutive"``, ``"strided"`` or ``"uniform"``.
         mode: ``"train"``, ``"val"`` or ``"test"``.
         transform: Augmentation and crop sizes; ``ClipTransform()`` when omitted.
         num_test_clips: Clips per video in ``"test"`` mode.
@@ -194,7 +194,7 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
 
     @property
     def sampling(self) -> str:
-        """``"consecutive"`` or ``"uniform"``."""
+        """``"consecutive"``, ``"strided"`` or ``"uniform"``."""
         return self._sampling
 
     @property

@@ -1,10 +1,12 @@
-"""Frame index sampling: the paper's consecutive and uniform strategies."""
+"""Frame index sampling: the paper's consecutive and uniform strategies, and strided sampling
+(every second frame, the frame interval Kinetics models are commonly trained with)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-SAMPLINGS = ("consecutive", "uniform")
+SAMPLINGS = ("consecutive", "strided", "uniform")
+_STRIDE = 2  # "strided": every second frame
 
 
 def sample_clip_indices(
@@ -18,20 +20,23 @@ def sample_clip_indices(
     """Return the frame indices of one clip.
 
     ``"consecutive"`` takes ``clip_length`` frames in a row: from a random start in training,
-    the centred window in evaluation. ``"uniform"`` splits the video into ``clip_length`` equal
+    the centred window in evaluation. ``"strided"`` does the same with every second frame, so a
+    clip spans ``2 * clip_length - 1`` frames and sees twice the motion per step. ``"uniform"``
+    splits the video into ``clip_length`` equal
     segments and takes one frame from each: a random frame of the segment in training, the
     segment centre in evaluation.
 
     Videos shorter than the clip never fail. Consecutive sampling loops the video from its first
     frame (``0, 1, ..., n - 1, 0, 1, ...``), so the clip keeps the frame-to-frame motion it
-    exists to show. Uniform sampling repeats every frame to the nearest slot
-    (``0, 0, 1, 1, ...``), keeping the order and coverage it exists to show; there is nothing to
-    jitter then, so training and evaluation agree.
+    exists to show; strided sampling loops the same way at its stride. Uniform sampling
+    repeats every frame to the nearest slot (``0, 0, 1, 1, ...``), keeping the order and
+    coverage it exists to show; there is nothing to jitter then, so training and evaluation
+    agree.
 
     Args:
         num_frames: Number of frames in the video.
         clip_length: Number of frames in the clip.
-        sampling: ``"consecutive"`` or ``"uniform"``.
+        sampling: ``"consecutive"``, ``"strided"`` or ``"uniform"``.
         train: Random (training) or deterministic (evaluation) sampling.
         rng: Random source for training; a fresh unseeded generator when omitted.
 
@@ -42,6 +47,8 @@ def sample_clip_indices(
     Example:
         >>> sample_clip_indices(10, 4, "consecutive", train=False).tolist()
         [3, 4, 5, 6]
+        >>> sample_clip_indices(10, 4, "strided", train=False).tolist()
+        [1, 3, 5, 7]
         >>> sample_clip_indices(16, 4, "uniform", train=False).tolist()
         [2, 6, 10, 14]
     """
@@ -52,15 +59,17 @@ def sample_clip_indices(
         raise TypeError(f"`rng` must be a numpy Generator or None, but got rng={rng!r}.")
     if train and rng is None:
         rng = np.random.default_rng()
-    if sampling == "consecutive":
-        if num_frames < clip_length:
-            return np.arange(clip_length, dtype=np.int64) % num_frames
+    if sampling != "uniform":
+        stride = _STRIDE if sampling == "strided" else 1
+        span = stride * (clip_length - 1) + 1
+        if num_frames < span:
+            return stride * np.arange(clip_length, dtype=np.int64) % num_frames
         if train:
             assert rng is not None
-            start = int(rng.integers(0, num_frames - clip_length + 1))
+            start = int(rng.integers(0, num_frames - span + 1))
         else:
-            start = (num_frames - clip_length) // 2
-        return np.arange(start, start + clip_length, dtype=np.int64)
+            start = (num_frames - span) // 2
+        return start + stride * np.arange(clip_length, dtype=np.int64)
     if train and num_frames >= clip_length:
         assert rng is not None
         offsets = rng.random(clip_length)
@@ -74,8 +83,8 @@ def sample_test_clips(
 ) -> np.ndarray:
     """Return ``num_clips`` evaluation clips spread uniformly over the video (multi-view test).
 
-    Consecutive clips start at the centres of ``num_clips`` equal shares of the possible start
-    positions. Uniform clips take, in every segment, the frame at fraction
+    Consecutive and strided clips start at the centres of ``num_clips`` equal shares of the
+    possible start positions. Uniform clips take, in every segment, the frame at fraction
     ``(k + 0.5) / num_clips`` of the segment for clip ``k``, so the clips interleave. With
     ``num_clips=1`` both give exactly the evaluation clip of :func:`sample_clip_indices`.
     Short videos follow the same rules as :func:`sample_clip_indices` (clips may coincide).
@@ -83,7 +92,7 @@ def sample_test_clips(
     Args:
         num_frames: Number of frames in the video.
         clip_length: Number of frames in each clip.
-        sampling: ``"consecutive"`` or ``"uniform"``.
+        sampling: ``"consecutive"``, ``"strided"`` or ``"uniform"``.
         num_clips: Number of clips (views along time).
 
     Returns:
@@ -99,12 +108,14 @@ def sample_test_clips(
     if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips <= 0:
         raise ValueError(f"`num_clips` must be a positive int, but got num_clips={num_clips!r}.")
     fractions = (np.arange(num_clips) + 0.5) / num_clips
-    if sampling == "consecutive":
-        if num_frames < clip_length:
-            looped = np.arange(clip_length, dtype=np.int64) % num_frames
-            return np.tile(looped, (num_clips, 1))
-        starts = np.floor((num_frames - clip_length) * fractions).astype(np.int64)
-        return starts[:, None] + np.arange(clip_length, dtype=np.int64)[None, :]
+    if sampling != "uniform":
+        stride = _STRIDE if sampling == "strided" else 1
+        span = stride * (clip_length - 1) + 1
+        steps = stride * np.arange(clip_length, dtype=np.int64)
+        if num_frames < span:
+            return np.tile(steps % num_frames, (num_clips, 1))
+        starts = np.floor((num_frames - span) * fractions).astype(np.int64)
+        return starts[:, None] + steps[None, :]
     if num_frames < clip_length:
         fractions = np.full(num_clips, 0.5)
     return np.stack(

@@ -15,7 +15,7 @@ class Stage:
 
     Attributes:
         clip_length: Frames per clip.
-        sampling: ``"consecutive"`` or ``"uniform"``.
+        sampling: ``"consecutive"``, ``"strided"`` or ``"uniform"``.
         epochs: Epochs of this stage.
         lr: The stage's learning rate (constant-lr schedules) or, with a global decay, unused.
     """
