@@ -20,14 +20,17 @@ between Something-Something and Kinetics:
     bouncing grey disc are distractors.
 
 ``"rhythm"``
-    The striped patch of ``"motion"``, but its stripes move in a fixed rhythm: 6 frames of one
-    movement, 6 of another, repeated (from a random offset). The movements are up, down or
-    still; the class is (colour, the pair of movements): ``red_up_down``, ``red_up_still``,
-    ``red_down_still``. A 4-frame consecutive clip sees one movement half of the time, which
-    fits two classes; an 8-frame one always sees both; uniform sampling aliases the movement
-    as in ``"motion"``. So long consecutive clips should win, where ``"motion"`` is already
-    told apart by short ones (one movement decides its class) and ``"temporal"`` by uniform
-    sampling. Corner flashes and the disc are distractors here too.
+    The striped patch of ``"motion"``, but its stripes move half as fast (1 pixel a frame) in a
+    slow rhythm: 24 frames of one movement, 24 of another, repeated (from a random offset).
+    The movements are up, down or still; the class is (colour, the pair of movements):
+    ``red_up_down``, ``red_up_still``, ``red_down_still``. A 16-frame consecutive clip lies
+    within one movement over a third of the time, which fits two classes; a strided clip
+    (every second frame) spans 31 frames, so it always sees both movements, and a 2-pixel step
+    still shows their direction; uniform sampling jitters and aliases the movement as in
+    ``"motion"``. So strided sampling should win, where ``"motion"`` wants consecutive clips
+    (its 2-pixel steps become an ambiguous 4 pixels at a stride of 2) and ``"temporal"``
+    uniform ones. Videos of at least 48 frames show both movements. Corner flashes and the
+    disc are distractors here too.
 
 Motion is vertical in every flavour so a horizontal flip never changes a class.
 """
@@ -50,8 +53,10 @@ import numpy as np
 
 FLAVOURS = ("temporal", "motion", "rhythm")
 # 2: lossless H.264 (qp 0) where version 1 wrote crf 12, whose files x264 now and then
-# encoded differently from run to run.
-GENERATOR_VERSION = 2
+# encoded differently from run to run. 3: "rhythm" moves slower in longer movements (strided
+# sampling wins; in version 2, 6-frame movements at 2 pixels a frame, consecutive won as on
+# "motion").
+GENERATOR_VERSION = 3
 _MARKER = "synthetic.json"
 _PALETTE = (
     ("red", (230, 40, 40)),
@@ -73,11 +78,12 @@ _TEMPORAL_PAIRS = tuple(
 )
 _STRIPE_PERIOD = 8.0
 _STRIPE_SPEED = 2.0
-# "rhythm": the movements alternated (stripe velocity sign: down +1, up -1, still 0), and
-# how many frames each lasts.
+# "rhythm": the movements alternated (stripe velocity sign: down +1, up -1, still 0), how
+# many frames each lasts and the stripes' speed (pixels a frame).
 _RHYTHMS = (("up", "down"), ("up", "still"), ("down", "still"))
 _MOVEMENT = {"down": 1.0, "up": -1.0, "still": 0.0}
-_RHYTHM_FRAMES = 6
+_RHYTHM_FRAMES = 24
+_RHYTHM_SPEED = 1.0
 
 
 @dataclass(frozen=True)
@@ -482,11 +488,15 @@ def _draw_stripes(
         if not moving.any():
             moving[: length // 2] = True
         velocity = direction * moving
-    phase = rng.uniform(0, _STRIPE_PERIOD) + _STRIPE_SPEED * np.cumsum(velocity)
+    speed = _RHYTHM_SPEED if rhythm else _STRIPE_SPEED
+    phase = rng.uniform(0, _STRIPE_PERIOD) + speed * np.cumsum(velocity)
     side = max(8, int(size * 0.4))
     span = size - side
-    top = _bounce(rng.uniform(0, span), rng.uniform(-0.25, 0.25), span, length)
-    left = _bounce(rng.uniform(0, span), rng.uniform(-0.25, 0.25), span, length)
+    # The patch drifts far slower than its stripes move (an eighth of "motion"'s 2 pixels a
+    # frame, a tenth of "rhythm"'s 1), so its rounded position seldom adds a pixel to a step.
+    drift = 0.1 if rhythm else 0.25
+    top = _bounce(rng.uniform(0, span), rng.uniform(-drift, drift), span, length)
+    left = _bounce(rng.uniform(0, span), rng.uniform(-drift, drift), span, length)
     rows = np.arange(side)
     for t, (y, x) in enumerate(zip(np.round(top).astype(int), np.round(left).astype(int))):
         # Stripes are anchored to the patch: only the phase drift moves them within it.
