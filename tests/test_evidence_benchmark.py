@@ -110,8 +110,9 @@ def test_smoke_run_killed_mid_grid_resumes_and_finishes(tmp_path: Path) -> None:
         grid = studies[f"evidence-{flavour}-s0-grid"]
         complete = [t for t in grid.trials if t.state == TrialState.COMPLETE]
         points = [tuple(sorted(t.params.items())) for t in complete]
-        # Every grid point ran to completion exactly once (the smoke grid has 2 x 1 x 2 x 2).
-        assert len(points) == len(set(points)) == 8
+        # Every grid point ran to completion exactly once (the smoke grid has 2 clip schedules x
+        # 1 decay x 3 samplings x 2 budgets).
+        assert len(points) == len(set(points)) == 12
         failed = [t for t in grid.trials if t.state == TrialState.FAIL]
         assert len(failed) == (1 if grid.study_name == killed_grid else 0)
         assert [t.number for t in failed] == (running if failed else [])
