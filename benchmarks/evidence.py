@@ -27,6 +27,7 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.evidence --train-list train.txt --test-list test.txt \
         --class-file classes.txt --name mine                     # your own videos instead
     .venv/bin/python -m benchmarks.evidence --seeds 0 1 2 3 4  # two more seeds: more cells
+    .venv/bin/python -m benchmarks.evidence --flavours rhythm motion  # these first, in order
 
 A video set of your own (mmaction2-style list files, read as ``opplan plan`` reads them)
 replaces the bundled flavours; its run lives in ``benchmarks/.work/evidence-NAME`` and writes
@@ -61,6 +62,7 @@ from benchmarks._evidence_setting import Setting
 from benchmarks._evidence_setting import check_setting
 from benchmarks._evidence_setting import study_attrs
 from optuna_opplan import create_storage
+from optuna_opplan.video.synthetic import FLAVOURS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -129,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="default: 0 1 2; more seeds add cells to a run (narrower intervals)",
     )
+    parser.add_argument(
+        "--flavours",
+        nargs="+",
+        choices=FLAVOURS,
+        help="default: all; in the order their cells run (a flavour added later adds cells)",
+    )
     own = parser.add_argument_group(
         "a video set of your own, in list files (replaces the bundled flavours)"
     )
@@ -148,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=30.0)
     args = parser.parse_args(argv)
     setting = SMOKE if args.smoke else FULL
+    if args.flavours:
+        setting = replace(setting, flavours=tuple(dict.fromkeys(args.flavours)))
     listset = None
     if args.train_list:
         listset = ListSet.from_args(

@@ -309,3 +309,22 @@ def test_a_run_on_another_generators_videos_is_only_reported(
         return
     setting = check_setting(storage, FULL, None, None, report_only=report_only)
     assert setting.generator_version == versions[expected]
+
+
+def test_flavours_pick_the_cells_and_their_order(tmp_path: Path) -> None:
+    command = [*_command(tmp_path), "--report-only", "--results", str(tmp_path)]
+    first = subprocess.run(
+        [*command, "--flavours", "rhythm", "motion", "rhythm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    data = json.loads((tmp_path / "evidence.json").read_text())
+    assert data["setting"]["flavours"] == ["rhythm", "motion"]
+    assert "0 of 2 cells" in (tmp_path / "evidence.md").read_text()
+    bad = subprocess.run(
+        [*command, "--flavours", "kinetics"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice: 'kinetics'" in bad.stderr
