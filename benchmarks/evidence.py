@@ -28,6 +28,7 @@ Run from the repository root::
         --class-file classes.txt --name mine                     # your own videos instead
     .venv/bin/python -m benchmarks.evidence --seeds 0 1 2 3 4  # two more seeds: more cells
     .venv/bin/python -m benchmarks.evidence --flavours rhythm motion  # these first, in order
+    .venv/bin/python -m benchmarks.evidence --forget-unfinished  # storage moved without models
 
 A video set of your own (mmaction2-style list files, read as ``opplan plan`` reads them)
 replaces the bundled flavours; its run lives in ``benchmarks/.work/evidence-NAME`` and writes
@@ -80,6 +81,20 @@ def _cell_lock(path: str) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _forget(cell: Cell, lock: str) -> None:
+    """Delete an unfinished cell's studies, unless a process runs it."""
+    if cell.done():
+        return
+    with _cell_lock(lock) as mine:
+        if not mine:
+            raise SystemExit(f"{cell.name} is running: stop its process first.")
+        names = {s.study_name for s in optuna.get_all_study_summaries(cell.storage)}
+        gone = [n for n in cell.study_names() if n in names]
+        for name in gone:
+            optuna.delete_study(study_name=name, storage=cell.storage)
+        say(f"{cell.name}: forgot {', '.join(gone) or 'nothing (not started)'}")
 
 
 def _log_invocation(storage: Any, context: report.Context) -> list[dict[str, Any]]:
@@ -147,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--name", help="the set's name in the report (default: the root's)")
     own.add_argument("--flip", action="store_true", help="random horizontal flips in training")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--forget-unfinished",
+        action="store_true",
+        help="delete the studies of unfinished cells, which then start again, and stop: for a "
+        "storage moved without its workdir (an unfinished cell's models stay behind)",
+    )
     parser.add_argument("--no-calibrate", action="store_true")
     parser.add_argument(
         "--calibrate-only", action="store_true", help="print the projected cost and stop"
@@ -179,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         Cell(setting, f, s, args.workdir, storage, args.videos, listset)
         for f, s in setting.cells()
     ]
+    if args.forget_unfinished:
+        for cell in cells:
+            _forget(cell, os.path.join(args.workdir, "locks", cell.name))
+        return 0
     if not args.report_only and not args.no_calibrate:
         projection: dict[str, Any] = {**report.project(cells[0], say)}
         projection.update(at=context.started, load=context.load_at_start)

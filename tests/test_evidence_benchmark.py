@@ -328,3 +328,34 @@ def test_flavours_pick_the_cells_and_their_order(tmp_path: Path) -> None:
         [*command, "--flavours", "kinetics"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "invalid choice: 'kinetics'" in bad.stderr
+
+
+def test_forget_unfinished_deletes_only_unfinished_cells(tmp_path: Path) -> None:
+    from optuna_opplan import create_storage
+
+    command = [*_command(tmp_path), "--results", str(tmp_path)]
+    made = subprocess.run(
+        [*command, "--report-only"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    storage = create_storage(str(tmp_path / "evidence.log"))
+    # temporal's planning and grid had started; motion's cell is finished (its tests stored).
+    for name in ("evidence-temporal-s0", "evidence-temporal-s0-grid"):
+        optuna.create_study(storage=storage, study_name=name)
+    for suffix in ("", "-grid", "-tpe-unique"):
+        study = optuna.create_study(storage=storage, study_name=f"evidence-motion-s0{suffix}")
+        storage.set_study_system_attr(study._study_id, "evidence:test", {"accuracy": 1.0})
+    forgot = subprocess.run(
+        [*command, "--forget-unfinished"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    assert "evidence-temporal-s0: forgot evidence-temporal-s0, evidence-temporal-s0-grid" in (
+        forgot.stdout
+    )
+    left = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert left == {
+        "evidence-setting",
+        "evidence-motion-s0",
+        "evidence-motion-s0-grid",
+        "evidence-motion-s0-tpe-unique",
+    }
