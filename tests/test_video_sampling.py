@@ -55,25 +55,24 @@ def test_train_indices_stay_in_bounds(num_frames: int, clip_length: int, samplin
         assert indices.max() < num_frames
 
 
-def test_train_consecutive_is_a_run_from_a_random_start() -> None:
+@pytest.mark.parametrize(
+    ("sampling", "step", "starts"),
+    [
+        ("consecutive", 1, range(16)),
+        # A clip of 5 every second frame spans 9 frames: it starts anywhere in 0..11.
+        ("strided", 2, range(12)),
+    ],
+)
+def test_train_window_is_a_run_from_a_random_start(
+    sampling: str, step: int, starts: range
+) -> None:
     rng = np.random.default_rng(1)
-    starts = set()
+    seen = set()
     for _ in range(300):
-        indices = sample_clip_indices(20, 5, "consecutive", train=True, rng=rng)
-        assert np.all(np.diff(indices) == 1)
-        starts.add(int(indices[0]))
-    assert starts == set(range(16))
-
-
-def test_train_strided_takes_every_second_frame_from_a_random_start() -> None:
-    rng = np.random.default_rng(1)
-    starts = set()
-    for _ in range(300):
-        indices = sample_clip_indices(20, 5, "strided", train=True, rng=rng)
-        assert np.all(np.diff(indices) == 2)
-        starts.add(int(indices[0]))
-    # A clip of 5 spans 9 frames: it starts anywhere in 0..11.
-    assert starts == set(range(12))
+        indices = sample_clip_indices(20, 5, sampling, train=True, rng=rng)
+        assert np.all(np.diff(indices) == step)
+        seen.add(int(indices[0]))
+    assert seen == set(starts)
 
 
 def test_train_uniform_takes_one_frame_per_segment() -> None:

@@ -60,8 +60,7 @@ def sample_clip_indices(
     if train and rng is None:
         rng = np.random.default_rng()
     if sampling != "uniform":
-        stride = _STRIDE if sampling == "strided" else 1
-        span = stride * (clip_length - 1) + 1
+        stride, span = _window(sampling, clip_length)
         if num_frames < span:
             return stride * np.arange(clip_length, dtype=np.int64) % num_frames
         if train:
@@ -109,8 +108,7 @@ def sample_test_clips(
         raise ValueError(f"`num_clips` must be a positive int, but got num_clips={num_clips!r}.")
     fractions = (np.arange(num_clips) + 0.5) / num_clips
     if sampling != "uniform":
-        stride = _STRIDE if sampling == "strided" else 1
-        span = stride * (clip_length - 1) + 1
+        stride, span = _window(sampling, clip_length)
         steps = stride * np.arange(clip_length, dtype=np.int64)
         if num_frames < span:
             return np.tile(steps % num_frames, (num_clips, 1))
@@ -121,6 +119,12 @@ def sample_test_clips(
     return np.stack(
         [_segment_positions(num_frames, clip_length, np.full(clip_length, f)) for f in fractions]
     )
+
+
+def _window(sampling: str, clip_length: int) -> tuple[int, int]:
+    """A consecutive or strided clip's stride and the frames it spans."""
+    stride = _STRIDE if sampling == "strided" else 1
+    return stride, stride * (clip_length - 1) + 1
 
 
 def _segment_positions(num_frames: int, clip_length: int, offsets: np.ndarray) -> np.ndarray:
