@@ -29,6 +29,8 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.evidence --seeds 0 1 2 3 4  # two more seeds: more cells
     .venv/bin/python -m benchmarks.evidence --flavours rhythm motion  # these first, in order
     .venv/bin/python -m benchmarks.evidence --forget-unfinished  # storage moved without models
+    .venv/bin/python -m benchmarks.evidence --train-per-class 60 --val-fraction 0.5 \
+        --workdir benchmarks/.work/evidence-val30      # 30 validation videos a class, not 10
 
 A video set of your own (mmaction2-style list files, read as ``opplan plan`` reads them)
 replaces the bundled flavours; its run lives in ``benchmarks/.work/evidence-NAME`` and writes
@@ -128,6 +130,20 @@ def _write(
     )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, but got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, but got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny setting, for tests")
@@ -161,6 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--root", help="folder list paths are relative to (default: the lists')")
     own.add_argument("--name", help="the set's name in the report (default: the root's)")
     own.add_argument("--flip", action="store_true", help="random horizontal flips in training")
+    size = parser.add_argument_group(
+        "the split (stored with the run: another value needs another --workdir)"
+    )
+    size.add_argument(
+        "--train-per-class",
+        type=_positive_int,
+        help="bundled flavours' training videos a class, validation carved from them "
+        f"(default {FULL.train_per_class})",
+    )
+    size.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        help=f"the share of training videos held out for validation (default {FULL.val_fraction})",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument(
         "--forget-unfinished",
@@ -179,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     setting = SMOKE if args.smoke else FULL
     if args.flavours:
         setting = replace(setting, flavours=tuple(dict.fromkeys(args.flavours)))
+    if args.train_per_class is not None:
+        setting = replace(setting, train_per_class=args.train_per_class)
+    if args.val_fraction is not None:
+        setting = replace(setting, val_fraction=args.val_fraction)
     listset = None
+    if args.train_list and args.train_per_class is not None:
+        parser.error("--train-per-class sizes the bundled flavours; a --train-list set is its own")
     if args.train_list:
         listset = ListSet.from_args(
             args.name, args.root, args.train_list, args.test_list, args.class_file, args.flip

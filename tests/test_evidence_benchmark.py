@@ -359,3 +359,45 @@ def test_forget_unfinished_deletes_only_unfinished_cells(tmp_path: Path) -> None
         "evidence-motion-s0-grid",
         "evidence-motion-s0-tpe-unique",
     }
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--val-fraction", "1"], "--val-fraction: must be strictly between 0 and 1, but got 1"),
+        (["--val-fraction", "half"], "--val-fraction: invalid _fraction value: 'half'"),
+        (["--train-per-class", "0"], "--train-per-class: must be a positive int, but got 0"),
+        (
+            ["--train-per-class", "8", "--train-list", "train.txt"],
+            "--train-per-class sizes the bundled flavours; a --train-list set is its own",
+        ),
+    ],
+)
+def test_a_bad_split_option_is_named_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    from benchmarks.evidence import main
+
+    workdir = tmp_path / "work"
+    with pytest.raises(SystemExit) as refused:
+        main([*_command(workdir)[3:], *flags])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+    assert not workdir.exists(), "a refused run must leave nothing behind"
+
+
+def test_the_split_options_are_the_runs_setting_and_a_resume_keeps_them(tmp_path: Path) -> None:
+    from benchmarks.evidence import main
+
+    command = [*_command(tmp_path)[3:], "--report-only", "--results", str(tmp_path)]
+    assert main([*command, "--train-per-class", "6", "--val-fraction", "0.25"]) == 0
+    stored = json.loads((tmp_path / "evidence.json").read_text())["setting"]
+    assert (stored["train_per_class"], stored["val_fraction"]) == (6, 0.25)
+    assert (
+        "6 training videos a class (25% of them held out for validation)"
+        in (tmp_path / "evidence.md").read_text()
+    )
+    # Resuming with other values would mix two splits in one run's intervals: refused.
+    with pytest.raises(SystemExit, match="differs in val_fraction"):
+        main([*command, "--train-per-class", "6", "--val-fraction", "0.5"])
+    with pytest.raises(SystemExit, match="differs in train_per_class"):
+        main([*command, "--val-fraction", "0.25"])
