@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
 import pytest
 
 from optuna_opplan.testing import PostgresServer
@@ -16,6 +17,15 @@ if TYPE_CHECKING:
     from test_concurrency import Fleet
 
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_postgres_bin"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_optuna_verbosity() -> Iterator[None]:
+    """A test that sets Optuna's verbosity (a benchmark's ``main()`` run in-process does) must
+    not silence the log lines that later tests read."""
+    level = optuna.logging.get_verbosity()
+    yield
+    optuna.logging.set_verbosity(level)
 
 
 @pytest.fixture
