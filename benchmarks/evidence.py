@@ -131,14 +131,22 @@ def _write(
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    # argparse would name a ValueError by this function's name ("invalid _positive_int value"):
+    # every refusal says what was expected instead.
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive int, but got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, but got {text}")
     return value

@@ -365,8 +365,12 @@ def test_forget_unfinished_deletes_only_unfinished_cells(tmp_path: Path) -> None
     ("flags", "message"),
     [
         (["--val-fraction", "1"], "--val-fraction: must be strictly between 0 and 1, but got 1"),
-        (["--val-fraction", "half"], "--val-fraction: invalid _fraction value: 'half'"),
+        (
+            ["--val-fraction", "half"],
+            "--val-fraction: must be strictly between 0 and 1, but got half",
+        ),
         (["--train-per-class", "0"], "--train-per-class: must be a positive int, but got 0"),
+        (["--train-per-class", "2.5"], "--train-per-class: must be a positive int, but got 2.5"),
         (
             ["--train-per-class", "8", "--train-list", "train.txt"],
             "--train-per-class sizes the bundled flavours; a --train-list set is its own",
