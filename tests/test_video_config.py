@@ -71,3 +71,42 @@ def test_samplings_are_the_runtime_ones(
     with pytest.raises(ConfigError) as info:
         PlanConfig.from_dict({section: {"samplings": samplings}})
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "`dataset.decoded_cache_mb` must not be negative, but got -1"),
+        (1.5, r"`dataset.decoded_cache_mb` must be an integer, but got 1\.5"),
+    ],
+)
+def test_a_bad_cache_budget_names_its_key(value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PlanConfig.from_dict({"dataset": {"decoded_cache_mb": value}})
+
+
+def test_the_cache_reaches_the_splits_and_is_local_to_a_machine(tmp_path: Any) -> None:
+    from video_fixtures import tiny_synthetic
+
+    from optuna_opplan.video._setup import build_splits
+
+    data = tiny_synthetic(tmp_path)
+    dataset = {
+        "root": str(data.root),
+        "train_list": str(data.train_list),
+        "test_list": str(data.test_list),
+        "class_file": str(data.class_file),
+        "crop_size": 24,
+        "scale_min": 26,
+        "scale_max": 28,
+        "eval_short_side": 26,
+        "val_fraction": 0.5,
+    }
+    cached = PlanConfig.from_dict({"dataset": {**dataset, "decoded_cache_mb": 64}})
+    splits = build_splits(cached)
+    assert splits.train.decoded_cache is splits.val.decoded_cache
+    assert splits.test.decoded_cache is not None
+    assert splits.test.decoded_cache.max_bytes == 64 * 2**20
+    assert build_splits(PlanConfig.from_dict({"dataset": dataset})).train.decoded_cache is None
+    # Workers on machines with less memory may keep less: not a difference between workers.
+    assert cached.differences(PlanConfig.from_dict({"dataset": dataset})) == []

@@ -470,3 +470,88 @@ def test_a_list_missing_more_than_max_skipped_of_its_videos_fails_naming_a_few(
 def test_max_skipped_is_a_share(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`max_skipped` must be a share between 0 and 1"):
         _dataset(tmp_path, [VideoEntry("a.mp4", 0)], max_skipped=5)
+
+
+# The decoded-video cache.
+
+
+@pytest.mark.parametrize(
+    ("mode", "sampling", "clip_length"),
+    [
+        ("train", "consecutive", 4),
+        ("train", "uniform", 8),
+        ("val", "strided", 4),
+        ("val", "uniform", 12),
+        ("test", "uniform", 4),
+        ("test", "consecutive", 8),
+    ],
+)
+def test_cached_clips_are_the_decoded_ones_to_the_bit(
+    ramps: Path, mode: str, sampling: str, clip_length: int
+) -> None:
+    entries = [VideoEntry(f"ramp/{name}.mp4", 0) for name in ("a", "b", "c")]
+    kwargs: dict[str, Any] = {"mode": mode, "sampling": sampling, "clip_length": clip_length}
+    plain = _dataset(ramps, entries, **kwargs)
+    cached = _dataset(ramps, entries, decoded_cache_mb=1, **kwargs)
+    for read in range(2):  # the first read fills the cache, the second is served from it
+        for index in range(len(entries)):
+            torch.manual_seed(index)
+            expected = plain[index][0]
+            torch.manual_seed(index)
+            assert torch.equal(cached[index][0], expected), (read, index)
+    assert cached.decoded_cache is not None and plain.decoded_cache is None
+    stats = cached.decoded_cache.stats()
+    assert (stats["videos"], stats["misses"], stats["hits"]) == (3, 3, 3)
+
+
+def test_views_and_subsets_share_one_cache(ramps: Path) -> None:
+    entries = [VideoEntry("ramp/a.mp4", 0), VideoEntry("ramp/c.mp4", 0)]
+    full = _dataset(ramps, entries, decoded_cache_mb=1, clip_length=4)
+    full[0], full[1]  # training decodes both videos
+    val = full.with_entries(entries[1:]).with_clip(clip_length=8, sampling="uniform")
+    clip, _ = val.with_mode("val")[0]
+    assert _levels(clip) == sample_clip_indices(28, 8, "uniform", train=False).tolist()
+    assert val.decoded_cache is full.decoded_cache
+    assert full.decoded_cache is not None
+    assert full.decoded_cache.stats()["misses"] == 2 and full.decoded_cache.stats()["hits"] == 1
+
+
+def test_a_video_larger_than_the_budget_is_decoded_as_usual_and_counted(ramps: Path) -> None:
+    # A 28-frame ramp at 32 x 32 is 84 KiB; 0.05 MiB (51 KiB) holds a 9-frame one only.
+    entries = [VideoEntry("ramp/b.mp4", 0), VideoEntry("ramp/c.mp4", 0)]
+    dataset = _dataset(ramps, entries, decoded_cache_mb=0.05, mode="val", clip_length=4)
+    expected = sample_clip_indices(28, 4, "consecutive", train=False).tolist()
+    for _ in range(3):
+        assert _levels(dataset[1][0]) == expected
+    assert dataset[0][0].shape == (3, 4, 24, 24)
+    assert dataset.decoded_cache is not None
+    stats = dataset.decoded_cache.stats()
+    assert (stats["videos"], stats["too_large"]) == (1, 1)
+
+
+def test_a_dataset_sent_to_a_worker_takes_the_budget_not_the_frames(ramps: Path) -> None:
+    import pickle
+
+    dataset = _dataset(ramps, [VideoEntry("ramp/a.mp4", 0)], decoded_cache_mb=1, mode="val")
+    dataset[0]
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy.decoded_cache is not None
+    assert copy.decoded_cache.max_bytes == 2**20
+    assert copy.decoded_cache.stats()["videos"] == 0
+    assert torch.equal(copy[0][0], dataset[0][0])
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "zero_frames"])
+def test_a_bad_file_is_named_with_the_cache_on(tmp_path: Path, kind: str) -> None:
+    root, entries = _hostile(tmp_path, kind)
+    dataset = _dataset(root, entries, validate=False, clip_length=4, decoded_cache_mb=1)
+    with pytest.raises(VideoReadError, match=r"bad/x\.mp4"):
+        dataset[1]
+    assert dataset.decoded_cache is not None
+    assert dataset.decoded_cache.stats()["videos"] == 0
+
+
+@pytest.mark.parametrize("value", [-1, "64", True, float("nan")])
+def test_the_cache_budget_must_be_megabytes(ramps: Path, value: Any) -> None:
+    with pytest.raises(ValueError, match=r"`decoded_cache_mb` must be .* but got"):
+        _dataset(ramps, [VideoEntry("ramp/a.mp4", 0)], decoded_cache_mb=value)

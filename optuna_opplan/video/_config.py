@@ -69,6 +69,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "on_error": "skip",
         "max_skipped": 0.05,
         "cache_dir": "",
+        # Megabytes of decoded videos each dataset keeps in memory (0: none); see FrameCache.
+        "decoded_cache_mb": 0,
         "videos_per_class": 40,
         "num_classes": 6,
         "frame_size": 64,
@@ -119,7 +121,7 @@ CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
 
 # Keys that describe where things are on one machine: workers on other machines may differ.
 LOCAL_KEYS = {("dataset", "cache_dir"), ("artifacts", "path"), ("trainer", "num_workers")}
-LOCAL_KEYS |= {("trainer", "device")}
+LOCAL_KEYS |= {("trainer", "device"), ("dataset", "decoded_cache_mb")}
 
 
 class ConfigError(ValueError):

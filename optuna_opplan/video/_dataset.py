@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from optuna_opplan.video._errors import VideoReadError
+from optuna_opplan.video._frame_cache import FrameCache
 from optuna_opplan.video._listfile import VIDEO_EXTENSIONS
 from optuna_opplan.video._listfile import VideoEntry
 from optuna_opplan.video._listfile import read_class_file
@@ -67,6 +68,11 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         max_skipped: The share of the videos that skip mode may drop (0 to 1).
         validate: Probe every video now.
         extensions: File extensions accepted as videos.
+        decoded_cache_mb: Keep up to this many megabytes of whole decoded videos in memory
+            (a :class:`FrameCache` shared with every view derived from this dataset), so each
+            video is decoded once; 0 (the default) decodes on every access. Clips are the
+            same to the bit either way. It fills in the process that decodes, so it pays off
+            with ``num_workers=0``.
 
     Example:
         >>> import tempfile
@@ -98,6 +104,7 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         validate: bool = True,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
         max_skipped: float = 0.05,
+        decoded_cache_mb: float = 0,
     ) -> None:
         self._root = Path(root)
         if not self._root.is_dir():
@@ -141,6 +148,16 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
             )
         self._max_skipped = float(max_skipped)
         self._extensions = tuple(e.lower() for e in extensions)
+        if (
+            isinstance(decoded_cache_mb, bool)
+            or not isinstance(decoded_cache_mb, (int, float))
+            or not decoded_cache_mb >= 0
+        ):
+            raise ValueError(
+                "`decoded_cache_mb` must be a number of megabytes >= 0 (0: no cache), but got "
+                f"decoded_cache_mb={decoded_cache_mb!r}."
+            )
+        self._cache = FrameCache(decoded_cache_mb) if decoded_cache_mb > 0 else None
         self._skipped: list[tuple[str, str]] = []
         self._reset_failures()
         if validate:
@@ -206,6 +223,11 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
     def transform(self) -> ClipTransform:
         """Augmentation and crop settings."""
         return self._transform
+
+    @property
+    def decoded_cache(self) -> FrameCache | None:
+        """The cache of decoded videos (its :meth:`FrameCache.stats`), or :obj:`None`."""
+        return self._cache
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -343,8 +365,13 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         if not entry.path.lower().endswith(self._extensions):
             raise VideoReadError(f"{path}: {self._extension_reason()}.")
         try:
-            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-            num_frames = len(reader)
+            cached = self._cache.get(str(path)) if self._cache is not None else None
+            reader = None
+            if cached is None:
+                reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+                num_frames = len(reader)
+            else:
+                num_frames = len(cached)
             if num_frames <= 0:
                 raise VideoReadError(f"{path}: the video has no frames.")
             if self._mode == "test":
@@ -359,6 +386,11 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
                     train=self._mode == "train",
                     rng=rng,
                 )
+            if reader is not None and self._cache is not None:
+                cached = self._decode_whole(reader, str(path))
+            if cached is not None:
+                return torch.from_numpy(cached[indices])
+            assert reader is not None
             # One sorted batch without repeats lets decord decode forward from keyframes.
             unique, inverse = np.unique(indices, return_inverse=True)
             batch = reader.get_batch(unique.tolist()).asnumpy()
@@ -367,6 +399,16 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
                 raise VideoReadError(f"{path}: the file does not exist.") from None
             raise VideoReadError(f"{path}: cannot decode ({_first_line(error)}).") from error
         return torch.from_numpy(batch)[torch.from_numpy(inverse.astype(np.int64))]
+
+    def _decode_whole(self, reader: Any, key: str) -> np.ndarray | None:
+        """All of a video's frames, kept in the cache; :obj:`None` if it would not fit."""
+        assert self._cache is not None
+        num_frames = len(reader)
+        if not self._cache.admits(key, lambda: num_frames * reader[0].asnumpy().nbytes):
+            return None
+        frames = reader.get_batch(list(range(num_frames))).asnumpy()
+        self._cache.put(key, frames)
+        return frames
 
     def _substitute(
         self, index: int, rng: np.random.Generator | None

@@ -121,6 +121,7 @@ def build_splits(config: PlanConfig) -> Splits:
         "on_error": data["on_error"],
         "max_skipped": data["max_skipped"],
         "num_test_clips": data["num_test_clips"],
+        "decoded_cache_mb": data["decoded_cache_mb"],
     }
     if data["synthetic"]:
         cache = data["cache_dir"] or os.path.join(
