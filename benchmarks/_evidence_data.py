@@ -120,6 +120,7 @@ def dataset_section(
         "split_seed": seed,
         "crop_size": setting.crop,
         "num_test_clips": setting.num_test_clips,
+        "decoded_cache_mb": setting.decoded_cache_mb,
     }
     if listset is None:
         return {"synthetic": flavour, "num_classes": setting.num_classes, **common}
@@ -165,7 +166,11 @@ def build_splits(
         eval_short_side=setting.crop + 2,
         test_size=setting.crop + 2,
     )
-    kwargs: dict[str, Any] = {"transform": transform, "num_test_clips": setting.num_test_clips}
+    kwargs: dict[str, Any] = {
+        "transform": transform,
+        "num_test_clips": setting.num_test_clips,
+        "decoded_cache_mb": setting.decoded_cache_mb,
+    }
     full = VideoDataset.from_list_file(data.root, data.train_list, data.class_file, **kwargs)
     test = VideoDataset.from_list_file(data.root, data.test_list, data.class_file, **kwargs)
     train, val = split_train_val(full.entries, setting.val_fraction, seed=seed)

@@ -386,7 +386,13 @@ def _setting_text(setting: Any, data_text: str | None = None) -> str:
         f"{list(s['seeds'])} (the seed sets the "
         "model initialisation, the data order, the train/validation split and TPE's sampler; "
         f"the test videos are the same in every seed). {videos} Model `{s['model']}` (width "
-        f"{s['width']}), batch {s['batch_size']}, CPU, one thread. Planning: extended graph "
+        f"{s['width']}), batch {s['batch_size']}, CPU, one thread"
+        + (
+            f", decoded videos kept in memory (up to {s['decoded_cache_mb']} MB a split)"
+            if s.get("decoded_cache_mb")
+            else ""
+        )
+        + ". Planning: extended graph "
         f"over clips {list(s['clip_lengths'])} x lr {list(s['learning_rates'])} x "
         f'{list(s["samplings"])}, stopping rule "{s.get("knee_rule", "paper")}" with delay '
         f"{s['knee_delay']}, at most "
