@@ -405,3 +405,37 @@ def test_the_split_options_are_the_runs_setting_and_a_resume_keeps_them(tmp_path
         main([*command, "--train-per-class", "6", "--val-fraction", "0.5"])
     with pytest.raises(SystemExit, match="differs in train_per_class"):
         main([*command, "--val-fraction", "0.25"])
+
+
+@pytest.mark.parametrize(("stored", "resumed"), [(None, 1024), (1024, 0), (0, 512)])
+def test_a_run_resumes_with_another_decoded_video_cache(stored: int | None, resumed: int) -> None:
+    from dataclasses import asdict
+    from dataclasses import replace
+
+    from benchmarks._evidence_setting import FULL
+    from benchmarks._evidence_setting import check_setting
+    from benchmarks._evidence_setting import jsonable
+
+    storage = optuna.storages.InMemoryStorage()
+    old = jsonable(asdict(FULL))
+    if stored is None:  # a run from before the cache
+        del old["decoded_cache_mb"]
+    else:
+        old["decoded_cache_mb"] = stored
+    meta = optuna.create_study(storage=storage, study_name="evidence-setting")
+    storage.set_study_system_attr(meta._study_id, "setting", old)
+    storage.set_study_system_attr(meta._study_id, "list_set", None)
+
+    # The cache changes seconds, not clips: no reason to refuse the resume.
+    setting = check_setting(storage, replace(FULL, decoded_cache_mb=resumed), None, None)
+    assert setting.decoded_cache_mb == resumed
+    with pytest.raises(SystemExit, match="differs in base_lr"):
+        check_setting(storage, replace(FULL, base_lr=0.1), None, None)
+
+
+def test_the_report_states_the_decoded_video_cache(tmp_path: Path) -> None:
+    from benchmarks.evidence import main
+
+    assert main([*_command(tmp_path)[3:], "--report-only", "--results", str(tmp_path)]) == 0
+    text = (tmp_path / "evidence.md").read_text()
+    assert "decoded videos kept in memory (up to 1024 MB a split)" in text
