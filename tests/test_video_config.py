@@ -4,6 +4,7 @@ values name their key."""
 from __future__ import annotations
 
 from typing import Any
+import warnings
 
 import pytest
 
@@ -102,11 +103,22 @@ def test_the_cache_reaches_the_splits_and_is_local_to_a_machine(tmp_path: Any) -
         "eval_short_side": 26,
         "val_fraction": 0.5,
     }
-    cached = PlanConfig.from_dict({"dataset": {**dataset, "decoded_cache_mb": 64}})
-    splits = build_splits(cached)
+    cached = PlanConfig.from_dict(
+        {"dataset": {**dataset, "decoded_cache_mb": 64}, "trainer": {"num_workers": 0}}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = build_splits(cached)
     assert splits.train.decoded_cache is splits.val.decoded_cache
     assert splits.test.decoded_cache is not None
     assert splits.test.decoded_cache.max_bytes == 64 * 2**20
     assert build_splits(PlanConfig.from_dict({"dataset": dataset})).train.decoded_cache is None
     # Workers on machines with less memory may keep less: not a difference between workers.
-    assert cached.differences(PlanConfig.from_dict({"dataset": dataset})) == []
+    assert cached.differences(PlanConfig.from_dict({"dataset": dataset, "trainer": {}})) == []
+    # Worker processes would each fill a copy and exit after their pass: said, not silent.
+    with pytest.warns(UserWarning, match="`trainer.num_workers` = 2 .* every epoch decodes"):
+        build_splits(
+            PlanConfig.from_dict(
+                {"dataset": {**dataset, "decoded_cache_mb": 64}, "trainer": {"num_workers": 2}}
+            )
+        )

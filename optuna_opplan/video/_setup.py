@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import os
 from typing import Any
+import warnings
 
 import optuna
 from optuna.storages import BaseStorage
@@ -109,6 +110,16 @@ def build_trainer_config(config: PlanConfig, *, progress: bool = True) -> Traine
 def build_splits(config: PlanConfig) -> Splits:
     """Train / internal validation / test splits, generating the synthetic set if needed."""
     data = config.section("dataset")
+    workers = config.section("trainer")["num_workers"]
+    if data["decoded_cache_mb"] and workers:
+        # Each DataLoader worker fills its own copy and exits after its epoch's pass.
+        warnings.warn(
+            f"`dataset.decoded_cache_mb` ({data['decoded_cache_mb']}) fills in the process "
+            f"that decodes, and with `trainer.num_workers` = {workers} those are DataLoader "
+            "workers that live one pass: every epoch decodes again. Set "
+            "`trainer.num_workers = 0` for the cache to pay off.",
+            stacklevel=2,
+        )
     transform = ClipTransform(
         crop_size=data["crop_size"],
         scale_range=(data["scale_min"], data["scale_max"]),
