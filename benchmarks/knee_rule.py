@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 import datetime
 import json
 import multiprocessing
@@ -53,6 +52,18 @@ from benchmarks import learning_curves as lc
 from benchmarks import stopping_eval as se
 from benchmarks._env import load_average
 from benchmarks._env import machine
+from benchmarks._knee_frontier import BOOTSTRAP
+from benchmarks._knee_frontier import ISSUE_PATIENCES
+from benchmarks._knee_frontier import STRICT_PATIENCES
+from benchmarks._knee_frontier import Frame
+from benchmarks._knee_frontier import Table
+from benchmarks._knee_frontier import bootstrap
+from benchmarks._knee_frontier import meets_issue_bar
+from benchmarks._knee_frontier import meets_strict_bar
+from benchmarks._knee_frontier import patient_name
+from benchmarks._knee_frontier import position
+from benchmarks._knee_frontier import room
+from benchmarks._knee_frontier import verdict
 from optuna_opplan import _improvement as im
 from optuna_opplan import _knee as knee
 from optuna_opplan._knee_fit import KneeFit
@@ -60,7 +71,6 @@ from optuna_opplan._knee_fit import KneeFit
 CACHE = Path(__file__).parent / ".work" / "knee_rule"
 PAPER_DELAYS = (5, 10, 15)
 STRIDE_LONG = 10  # decision stride on segments of more than 100 epochs
-BOOTSTRAP = 300
 
 # (threshold, noise_factor, delay); the first is KneePointPruner(rule="improve")'s default.
 IMPROVE_SETTINGS: tuple[tuple[float, float, int], ...] = (
@@ -73,10 +83,6 @@ PAPER_EVERY_LONG = 10  # the paper rule runs on every 10th AlexNet run (its fits
 # Runs kept per set, one in every k (the machine this ran on was shared by many jobs): all
 # ResNet and LSTM runs, every 4th MetaQNN run (still 1,000 / 1,300 segments), every 2nd AlexNet.
 RUN_EVERY = {"metaqnn_cifar10": 4, "metaqnn_svhn": 4, "alexnet_imagenet": 2}
-
-
-def patient_name(p: int) -> str:
-    return f"PatientPruner({p})"
 
 
 def improve_name(threshold: float, noise_factor: float, delay: int) -> str:
@@ -159,9 +165,6 @@ def _check_patience(segments: Sequence[lc.Segment], n: int = 30) -> None:
                 raise AssertionError(f"PatientPruner({p}) replay differs on {seg}")
 
 
-Table = tuple[list[lc.Segment], list[dict[str, Any]]]
-
-
 def outcomes_for(
     name: str, processes: int, limit: int | None = None, redo_improve: bool = False
 ) -> Table:
@@ -187,135 +190,6 @@ def outcomes_for(
         outs = pool.map(_evaluate, jobs, chunksize=8)
     path.write_text(json.dumps(outs))
     return segments, outs
-
-
-class Frame:
-    """Per-rule arrays over a set's segments, so metrics on any resample are vectorised."""
-
-    def __init__(self, table: Table) -> None:
-        segments, outs = table
-        self.segments = segments
-        self.runs = np.array([s.run for s in segments])
-        self.total = np.array([s.epochs for s in segments], dtype=float)
-        smooth = [se.smooth(s.values) for s in segments]
-        self.rules = list(dict.fromkeys(k for o in outs for k in o))
-        self.has: dict[str, np.ndarray] = {}
-        self.stop: dict[str, np.ndarray] = {}
-        self.regret: dict[str, np.ndarray] = {}
-        self.regret_s: dict[str, np.ndarray] = {}
-        trivial: dict[str, list[Any]] = {
-            "train nothing": [(0, 0)] * len(segments),
-            "train everything": [(s.epochs, int(np.argmax(s.values))) for s in segments],
-        }
-        for rule in [*self.rules, *trivial]:
-            got = trivial.get(rule) or [o.get(rule) for o in outs]
-            self.has[rule] = np.array([g is not None for g in got])
-            stop, reg, reg_s = [], [], []
-            for seg, sm, g in zip(segments, smooth, got):
-                st, keep = g if g is not None else (0, 0)
-                stop.append(st)
-                reg.append(seg.unit * (float(np.max(seg.values)) - float(seg.values[keep])))
-                reg_s.append(seg.unit * (float(np.max(sm)) - float(sm[keep])))
-            self.stop[rule] = np.array(stop, dtype=float)
-            self.regret[rule] = np.array(reg)
-            self.regret_s[rule] = np.array(reg_s)
-
-    def metrics(self, rule: str, idx: np.ndarray) -> se.Metrics:
-        r = self.regret[rule][idx]
-        rs = self.regret_s[rule][idx]
-        return se.Metrics(
-            float(self.stop[rule][idx].sum() / self.total[idx].sum()),
-            float(r.mean()),
-            float(np.quantile(r, 0.9)),
-            float(rs.mean()),
-            float(np.quantile(rs, 0.9)),
-            int(idx.size),
-        )
-
-    def subset(self, rule: str) -> np.ndarray:
-        return np.flatnonzero(self.has[rule])
-
-
-ISSUE_PATIENCES = se.PATIENCES
-STRICT_PATIENCES = se.EXTRA_PATIENCES + se.PATIENCES
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a rule lies against the frontier (on the segments it ran on)."""
-
-    metrics: se.Metrics
-    regret_gain: float  # frontier regret at the rule's epochs minus the rule's regret
-    epoch_saving: float  # 1 - rule's epochs / frontier epochs at the rule's regret
-    regret_in_range: bool  # the rule trains no fewer epochs than the shortest patience
-    epochs_in_range: bool  # the rule's regret is no more than the shortest patience's
-
-
-def position(
-    frame: Frame, rule: str, idx: np.ndarray | None = None, patiences: Any = ISSUE_PATIENCES
-) -> Position:
-    if idx is None:
-        idx = frame.subset(rule)
-    patience = [
-        (m.epochs, m.regret) for m in (frame.metrics(patient_name(p), idx) for p in patiences)
-    ]
-    pts = patience + [
-        (m.epochs, m.regret)
-        for m in (frame.metrics(r, idx) for r in ("train nothing", "train everything"))
-    ]
-    m = frame.metrics(rule, idx)
-    fe = se.frontier_epochs(pts, m.regret)
-    # Patience growing without bound is "train everything", so the frontier's line to that
-    # point is patience's own; only the line to "train nothing" is not.
-    lowest = min(patience)
-    return Position(
-        m,
-        se.frontier_regret(pts, m.epochs) - m.regret,
-        1.0 - m.epochs / fe if fe > 0 else 0.0,
-        m.epochs >= lowest[0],
-        m.regret <= lowest[1],
-    )
-
-
-def bootstrap(
-    frame: Frame, rule: str, patiences: Any = ISSUE_PATIENCES, seed: int = 0
-) -> tuple[Any, Any]:
-    """95% intervals of the regret gain and the epoch saving, resampling runs."""
-    idx = frame.subset(rule)
-    rng = np.random.default_rng(seed)
-    by_run: dict[int, list[int]] = {}
-    for i in idx:
-        by_run.setdefault(int(frame.runs[i]), []).append(int(i))
-    groups = list(by_run.values())
-    gains = []
-    for _ in range(BOOTSTRAP):
-        pick = np.array([i for g in rng.choice(len(groups), len(groups)) for i in groups[g]])
-        p = position(frame, rule, pick, patiences)
-        gains.append((p.regret_gain, p.epoch_saving))
-    a = np.asarray(gains)
-    lo = np.quantile(a, 0.025, axis=0)
-    hi = np.quantile(a, 0.975, axis=0)
-    return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
-
-
-def room(segments: Sequence[lc.Segment]) -> float:
-    """Epochs an oracle needs: stop at the first epoch within 0.5 units of the segment's best."""
-    trained = total = 0
-    for s in segments:
-        v = s.values * s.unit
-        trained += int(np.argmax(v >= v.max() - 0.5))
-        total += s.epochs
-    return trained / total
-
-
-def verdict(p: Position, reg_ci: tuple[float, float], ep_ci: tuple[float, float]) -> str:
-    inside = reg_ci[0] > 0 or ep_ci[0] > 0
-    outside = reg_ci[1] < 0 or ep_ci[1] < 0
-    if inside and not outside:
-        return "inside"
-    if outside and not inside:
-        return "outside"
-    return "on it (no resolvable difference)"
 
 
 def loso(frames: dict[str, Frame]) -> list[str]:
@@ -380,20 +254,6 @@ def _default_line(frame: Frame, label: str, patiences: Any) -> str:
         f"[{100 * ep_ci[0]:+.1f}%, {100 * ep_ci[1]:+.1f}%]"
         + ("" if p.epochs_in_range else " (a)")
         + f": **{verdict(p, reg_ci, ep_ci)}**."
-    )
-
-
-def meets_issue_bar(frame: Frame, rule: str) -> bool:
-    """The issue's bar: against the patience 2-30 frontier interpolated at the rule's point."""
-    p = position(frame, rule)
-    return p.regret_gain >= 0.5 or p.epoch_saving >= 0.15
-
-
-def meets_strict_bar(frame: Frame, rule: str) -> bool:
-    """The same bar against patience 0-30, counting only lines between patience settings."""
-    p = position(frame, rule, patiences=STRICT_PATIENCES)
-    return (p.regret_in_range and p.regret_gain >= 0.5) or (
-        p.epochs_in_range and p.epoch_saving >= 0.15
     )
 
 
