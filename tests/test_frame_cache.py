@@ -14,31 +14,30 @@ def _video(kib: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("puts", "reads", "kept"),
+    ("sizes", "kept"),
     [
-        # 3 x 400 KiB in 1 MiB: the third put drops the least recently used one.
-        (["a", "b", "c"], [], ["b", "c"]),
-        # Reading "a" makes "b" the least recently used.
-        (["a", "b", "c"], ["a"], ["a", "c"]),
+        # 400 + 400 KiB fit in 1 MiB; the third does not, and nothing is evicted for it.
+        ({"a": 400, "b": 400, "c": 400}, ["a", "b"]),
+        # A smaller one still fits in what is left after a refusal.
+        ({"a": 400, "b": 700, "c": 600}, ["a", "c"]),
+        # Larger than the whole budget.
+        ({"a": 1100, "b": 10}, ["b"]),
         # Putting a key again replaces it and counts its bytes once.
-        (["a", "a", "b"], [], ["a", "b"]),
+        ({"a": 500, "b": 500}, ["a", "b"]),
     ],
 )
-def test_least_recently_used_videos_leave_first(
-    puts: list[str], reads: list[str], kept: list[str]
-) -> None:
+def test_videos_are_kept_until_the_budget_is_spent(sizes: dict[str, int], kept: list[str]) -> None:
     cache = FrameCache(max_mb=1)
-    for index, key in enumerate(puts):
-        for read in reads if index == len(puts) - 1 else []:
-            cache.get(read)
-        assert cache.put(key, _video(400))
-    assert [key for key in "abc" if cache.get(key) is not None] == kept
-    assert cache.stats()["megabytes"] == round(len(kept) * 400 / 1024, 2)
+    for key, kib in sizes.items():
+        assert cache.put(key, _video(kib)) is (key in kept)
+    cache.put(kept[0], _video(sizes[kept[0]]))
+    assert [key for key in sizes if cache.get(key) is not None] == kept
+    assert cache.stats()["megabytes"] == round(sum(sizes[k] for k in kept) / 1024, 2)
+    assert cache.stats()["refused"] == len(sizes) - len(kept)
 
 
-def test_a_video_over_the_budget_is_refused_once_and_remembered() -> None:
+def test_a_refused_video_is_measured_once() -> None:
     cache = FrameCache(max_mb=1)
-    cache.put("small", _video(10))
     measured: list[str] = []
 
     def size() -> int:
@@ -47,17 +46,16 @@ def test_a_video_over_the_budget_is_refused_once_and_remembered() -> None:
 
     assert not cache.admits("big", size) and not cache.admits("big", size)
     assert measured == ["x"]  # measured (decoded) once
-    assert not cache.put("huge", _video(1100))
-    assert cache.get("small") is not None  # a refused video evicts nothing
-    assert cache.stats()["too_large"] == 2
+    assert cache.stats()["refused"] == 1
 
 
 def test_kept_frames_are_read_only() -> None:
     cache = FrameCache(max_mb=1)
-    frames = _video(1)
-    cache.put("a", frames)
+    cache.put("a", _video(1))
+    frames = cache.get("a")
+    assert frames is not None
     with pytest.raises(ValueError, match="read-only"):
-        cache.get("a")[0, 0, 0] = 1  # type: ignore[index]
+        frames[0, 0, 0] = 1
 
 
 def test_threads_filling_it_keep_the_budget() -> None:
@@ -73,7 +71,8 @@ def test_threads_filling_it_keep_the_budget() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert cache.stats()["videos"] == 10 and cache.stats()["megabytes"] <= 1
+    stats = cache.stats()
+    assert (stats["videos"], stats["refused"]) == (10, 190) and stats["megabytes"] <= 1
 
 
 @pytest.mark.parametrize("max_mb", [0, -1, "1", True, None, float("nan")])

@@ -516,7 +516,7 @@ def test_views_and_subsets_share_one_cache(ramps: Path) -> None:
     assert full.decoded_cache.stats()["misses"] == 2 and full.decoded_cache.stats()["hits"] == 1
 
 
-def test_a_video_larger_than_the_budget_is_decoded_as_usual_and_counted(ramps: Path) -> None:
+def test_a_video_over_the_budget_is_decoded_as_usual_and_counted(ramps: Path) -> None:
     # A 28-frame ramp at 32 x 32 is 84 KiB; 0.05 MiB (51 KiB) holds a 9-frame one only.
     entries = [VideoEntry("ramp/b.mp4", 0), VideoEntry("ramp/c.mp4", 0)]
     dataset = _dataset(ramps, entries, decoded_cache_mb=0.05, mode="val", clip_length=4)
@@ -526,7 +526,7 @@ def test_a_video_larger_than_the_budget_is_decoded_as_usual_and_counted(ramps: P
     assert dataset[0][0].shape == (3, 4, 24, 24)
     assert dataset.decoded_cache is not None
     stats = dataset.decoded_cache.stats()
-    assert (stats["videos"], stats["too_large"]) == (1, 1)
+    assert (stats["videos"], stats["refused"]) == (1, 1)
 
 
 def test_a_dataset_sent_to_a_worker_takes_the_budget_not_the_frames(ramps: Path) -> None:

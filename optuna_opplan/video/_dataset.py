@@ -70,9 +70,9 @@ class VideoDataset(Dataset[tuple[torch.Tensor, int]]):
         extensions: File extensions accepted as videos.
         decoded_cache_mb: Keep up to this many megabytes of whole decoded videos in memory
             (a :class:`FrameCache` shared with every view derived from this dataset), so each
-            video is decoded once; 0 (the default) decodes on every access. Clips are the
-            same to the bit either way. It fills in the process that decodes, so it pays off
-            with ``num_workers=0``.
+            video is decoded once (videos past the budget as without it); 0 (the default)
+            decodes on every access. Clips are the same to the bit either way. It fills in
+            the process that decodes, so it pays off with ``num_workers=0``.
 
     Example:
         >>> import tempfile
