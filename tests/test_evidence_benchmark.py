@@ -430,7 +430,7 @@ def test_a_run_resumes_with_another_decoded_video_cache(stored: int | None, resu
     setting = check_setting(storage, replace(FULL, decoded_cache_mb=resumed), None, None)
     assert setting.decoded_cache_mb == resumed
     with pytest.raises(SystemExit, match="differs in base_lr"):
-        check_setting(storage, replace(FULL, base_lr=0.1), None, None)
+        check_setting(storage, replace(FULL, base_lr=FULL.base_lr / 2), None, None)
 
 
 def test_the_report_states_the_decoded_video_cache(tmp_path: Path) -> None:
