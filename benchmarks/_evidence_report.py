@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import datetime
 import itertools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -21,6 +20,11 @@ from benchmarks._env import machine
 from benchmarks._evidence_best import best_schedules
 from benchmarks._evidence_best import own_line
 from benchmarks._evidence_best import section_lines
+from benchmarks._evidence_verdict import TARGET_POINTS
+from benchmarks._evidence_verdict import VERDICTS
+from benchmarks._evidence_verdict import is_tie
+from benchmarks._evidence_verdict import seeds_for_target
+from benchmarks._evidence_verdict import verdict_text
 from optuna_opplan._bootstrap import paired_difference
 
 
@@ -30,7 +34,6 @@ def jsonable(value: Any) -> Any:
 
 
 LABELS = {"planned": "planned", "grid": "best grid schedule", "tpe": "TPE + Hyperband"}
-TARGET_HALF_WIDTH = 0.01
 
 
 def _nice() -> list[str]:
@@ -204,6 +207,7 @@ def _flavour_result(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"planned_minus_{other}"] = {
             **diff.to_dict(),
             "half_width": (diff.ci95[1] - diff.ci95[0]) / 2,
+            "tie": is_tie(diff.verdict, diff.ci95),
             "per_seed": [
                 r["planned"]["accuracy"] * 100 - r[other]["accuracy"] * 100 for r in rows
             ],
@@ -315,7 +319,7 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
             f"- Planned minus {LABELS[other]}: {diff['points']:+.2f} points, 95% CI "
             f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}] (half-width "
             f"{diff['half_width']:.2f}{wider}"
-            f"): **{_VERDICTS[diff['verdict']]}**. Per seed, over its own test videos "
+            f"): **{verdict_text(diff)}**. Per seed, over its own test videos "
             "(that seed's two models, not the spread between seeds): "
             + "; ".join(_per_seed(diff))
             + "."
@@ -334,35 +338,11 @@ def _flavour_lines(flavour: str, result: dict[str, Any], seeds: int) -> list[str
 
 def _per_seed(diff: dict[str, Any]) -> list[str]:
     return [
-        f"{points:+.2f} [{lo:+.2f}, {hi:+.2f}] {_VERDICTS[verdict]}"
+        f"{points:+.2f} [{lo:+.2f}, {hi:+.2f}] {VERDICTS[verdict]}"
         for points, (lo, hi), verdict in zip(
             diff["per_seed"], diff["per_seed_ci95"], diff["per_seed_verdict"]
         )
     ]
-
-
-def seeds_for_target(half_width: float, seeds: int) -> int | None:
-    """Seeds that would bring an interval over ``seeds`` seeds to the 1-point target, or
-    :obj:`None` if it is there already.
-
-    A projection, not a measurement: a half-width shrinks as one over the square root of the
-    seeds only while the spread between seeds dominates it and stays what it was.
-
-    Example:
-        >>> seeds_for_target(5.0, 3), seeds_for_target(0.7, 3)
-        (75, None)
-    """
-    target = 100 * TARGET_HALF_WIDTH
-    if half_width <= target:
-        return None
-    return math.ceil(round(seeds * (half_width / target) ** 2, 6))
-
-
-_VERDICTS = {
-    "better": "planning wins",
-    "worse": "planning loses",
-    "no resolvable difference": "no resolvable difference",
-}
 
 
 def _setting_text(setting: Any, data_text: str | None = None) -> str:
@@ -412,7 +392,7 @@ def _setting_text(setting: Any, data_text: str | None = None) -> str:
         "evaluations and failed attempts included; clip-frame-epochs (epochs x clip length) "
         "beside it. Intervals: `opplan compare`'s paired bootstrap (10,000 resamples) over "
         "seeds and, within each, test videos; a difference whose interval spans 0 is no "
-        "resolvable difference."
+        "resolvable difference, and a tie when its whole interval lies within one point of 0."
     )
 
 
@@ -492,12 +472,8 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             diff = result[f"planned_minus_{other}"]
             cells.append(
                 f"{diff['points']:+.2f} points [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]: "
-                f"**{_VERDICTS[diff['verdict']]}**"
-                + (
-                    ""
-                    if diff["half_width"] <= 100 * TARGET_HALF_WIDTH
-                    else " (interval wider than 1 point)"
-                )
+                f"**{verdict_text(diff)}**"
+                + ("" if diff["half_width"] <= TARGET_POINTS else " (interval wider than 1 point)")
             )
         accuracy = " / ".join(f"{result[m]['accuracy']:.1f}" for m in ("planned", "grid", "tpe"))
         ratio = result["grid"]["clip_frames"] / max(result["planned"]["clip_frames"], 1e-9)
@@ -509,7 +485,8 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
         f"{len(setting.seeds)} seeds x {videos} "
         "paired test videos a flavour; 95% paired bootstrap intervals over seeds and test "
         "videos, in accuracy points; a difference whose interval spans 0 is no resolvable "
-        "difference. Compute in clip-frames (training and validation of every attempt).",
+        "difference, and a tie when its whole interval lies within one point of 0. Compute in "
+        "clip-frames (training and validation of every attempt).",
     ]
     for other in ("grid", "tpe"):
         counts = Counter(
@@ -522,7 +499,7 @@ def _headline(data: dict[str, Any], setting: Any, total_cells: int, smoke: bool)
             f"Seed by seed, against {LABELS[other]} (each seed's pair of models over its own "
             f"{videos} test videos; this says nothing of the spread between seeds): "
             + ", ".join(
-                f"{_VERDICTS[v]} {counts[v]}"
+                f"{VERDICTS[v]} {counts[v]}"
                 for v in ("better", "no resolvable difference", "worse")
             )
             + f" of {sum(counts.values())}.",
