@@ -29,8 +29,8 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.evidence --seeds 0 1 2 3 4  # two more seeds: more cells
     .venv/bin/python -m benchmarks.evidence --flavours rhythm motion  # these first, in order
     .venv/bin/python -m benchmarks.evidence --forget-unfinished  # storage moved without models
-    .venv/bin/python -m benchmarks.evidence --train-per-class 40 --val-fraction 0.25 \
-        --workdir benchmarks/.work/evidence-val10      # 10 validation videos a class, not 30
+    .venv/bin/python -m benchmarks.evidence --train-per-class 60 --val-fraction 0.5 \
+        --workdir benchmarks/.work/evidence-val30      # 30 training videos a class, not 60
 
 A video set of your own (mmaction2-style list files, read as ``opplan plan`` reads them)
 replaces the bundled flavours; its run lives in ``benchmarks/.work/evidence-NAME`` and writes

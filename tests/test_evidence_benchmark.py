@@ -439,3 +439,30 @@ def test_the_report_states_the_decoded_video_cache(tmp_path: Path) -> None:
     assert main([*_command(tmp_path)[3:], "--report-only", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "evidence.md").read_text()
     assert "decoded videos kept in memory (up to 1024 MB a split)" in text
+
+
+@pytest.mark.parametrize(
+    ("typed", "resumes"),
+    [(0.3333333333, True), (1 / 3, True), (0.333, False), (0.34, False)],
+)
+def test_a_typed_fraction_resumes_a_run_of_the_same_fraction(typed: float, resumes: bool) -> None:
+    from dataclasses import asdict
+    from dataclasses import replace
+
+    from benchmarks._evidence_setting import FULL
+    from benchmarks._evidence_setting import check_setting
+    from benchmarks._evidence_setting import jsonable
+
+    storage = optuna.storages.InMemoryStorage()
+    # The run behind benchmarks/results/evidence.md was started with the flag typed out.
+    old = jsonable(asdict(replace(FULL, val_fraction=0.3333333333)))
+    meta = optuna.create_study(storage=storage, study_name="evidence-setting")
+    storage.set_study_system_attr(meta._study_id, "setting", old)
+    storage.set_study_system_attr(meta._study_id, "list_set", None)
+
+    setting = replace(FULL, val_fraction=typed)
+    if resumes:
+        assert check_setting(storage, setting, None, None).val_fraction == typed
+    else:
+        with pytest.raises(SystemExit, match="differs in val_fraction"):
+            check_setting(storage, setting, None, None)
