@@ -139,6 +139,17 @@ def _same(stored: Any, value: Any) -> bool:
     return bool(stored == value)
 
 
+def _as_stored(setting: Setting, stored: dict[str, Any]) -> Setting:
+    # The run goes on with the stored float, to the bit: its cells' studies hold configs made
+    # from it, and a worker's config must equal its study's.
+    close = {
+        k: stored[k]
+        for k, v in asdict(setting).items()
+        if isinstance(v, float) and isinstance(stored.get(k), float) and _same(stored[k], v)
+    }
+    return replace(setting, **close)
+
+
 def check_setting(
     storage: Any,
     setting: Setting,
@@ -195,5 +206,7 @@ def check_setting(
                 f"The storage holds a run with another setting (differs in {', '.join(diffs)}): "
                 "use another --workdir, or the setting it was started with."
             )
+        setting = _as_stored(setting, stored)
+        mine = jsonable(asdict(setting))
     meta._storage.set_study_system_attr(meta._study_id, "setting", mine)
     return setting
